@@ -1,0 +1,54 @@
+"""The registry API process: startup, serve until told to stop, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from registry import store as store_mod
+from registry import topology as topology_mod
+from registry.api import build_app
+from registry.errors import ConfigError
+from registry.http import running
+from registry.settings import RegistrySettings
+from registry.topology import Topology
+
+log = structlog.get_logger("registry")
+
+
+def check(settings: RegistrySettings, topology: Topology) -> None:
+    """Refuse settings that could never work, naming the field."""
+    for cluster in settings.cluster_tokens:
+        if topology.region_of(cluster) is None:
+            raise ConfigError(
+                f"GLOBALDNS_CLUSTER_TOKENS: cluster {cluster!r} is not in {settings.topology}"
+            )
+    tokens = [t.get_secret_value() for t in settings.cluster_tokens.values()]
+    if any(len(t) < 16 for t in tokens):
+        raise ConfigError("GLOBALDNS_CLUSTER_TOKENS: every token needs at least 16 characters")
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError("GLOBALDNS_CLUSTER_TOKENS: two clusters share a token")
+
+
+async def serve(
+    settings: RegistrySettings,
+    *,
+    stop: asyncio.Event,
+    topology: Topology | None = None,
+    started: Callable[[int], None] | None = None,
+) -> None:
+    topology = topology or topology_mod.load(settings.topology)
+    check(settings, topology)
+    client = store_mod.connect(settings.redis_url)
+    try:
+        app = build_app(settings, topology, store_mod.Store(client))
+        async with running(app, settings.host, settings.port) as port:
+            log.info("registry API listening", host=settings.host, port=port)
+            if started is not None:
+                started(port)
+            await stop.wait()
+    finally:
+        await client.aclose()
+        log.info("registry API stopped")

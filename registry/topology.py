@@ -1,0 +1,114 @@
+"""The topology: regions with coordinates, clusters in regions, client networks.
+
+Every process reads the same file (``deploy/examples/topology.yaml`` is the three-region
+example): the registry learns which region a cluster is in (never from the agent), the
+resolver learns where regions are and which client networks sit in which region, and dev
+mode learns which clusters to simulate.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from registry.errors import ConfigError
+from registry.model import Frozen, Label, Region
+
+
+class ClusterSpec(Frozen):
+    name: Label
+    region: Label
+    source: str | None = Field(
+        default=None, description="static source file for this cluster's agent (dev mode)"
+    )
+
+
+class Network(Frozen):
+    cidr: str
+    region: Label
+
+    @field_validator("cidr")
+    @classmethod
+    def _valid_cidr(cls, value: str) -> str:
+        try:
+            return ipaddress.ip_network(value, strict=True).compressed
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a network in CIDR form: {exc}") from None
+
+
+class Topology(Frozen):
+    regions: tuple[Region, ...]
+    clusters: tuple[ClusterSpec, ...] = ()
+    networks: tuple[Network, ...] = ()
+    default_region: Label | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        known = {region.name for region in self.regions}
+        for cluster in self.clusters:
+            if cluster.region not in known:
+                raise ValueError(f"cluster {cluster.name}: unknown region {cluster.region!r}")
+        for network in self.networks:
+            if network.region not in known:
+                raise ValueError(f"network {network.cidr}: unknown region {network.region!r}")
+        if self.default_region is not None and self.default_region not in known:
+            raise ValueError(f"default_region: unknown region {self.default_region!r}")
+        return self
+
+    def region_of(self, cluster: str) -> str | None:
+        for spec in self.clusters:
+            if spec.name == cluster:
+                return spec.region
+        return None
+
+
+def parse(document: dict[str, Any], *, origin: str = "topology") -> Topology:
+    """Build a topology from the YAML shape (mappings keyed by name)."""
+    try:
+        regions = [
+            {"name": name, **(spec or {})} for name, spec in document.get("regions", {}).items()
+        ]
+        clusters = [
+            {"name": name, **(spec or {})}
+            for name, spec in (document.get("clusters") or {}).items()
+        ]
+        networks = [
+            {"cidr": cidr, "region": region}
+            for cidr, region in (document.get("networks") or {}).items()
+        ]
+        unknown = set(document) - {"regions", "clusters", "networks", "default_region"}
+        if unknown:
+            raise ConfigError(f"{origin}: unknown keys {sorted(unknown)}")
+        return Topology(
+            regions=tuple(Region.model_validate(r) for r in regions),
+            clusters=tuple(ClusterSpec.model_validate(c) for c in clusters),
+            networks=tuple(Network.model_validate(n) for n in networks),
+            default_region=document.get("default_region"),
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {describe(exc)}") from exc
+    except (AttributeError, TypeError) as exc:
+        raise ConfigError(f"{origin}: expected mappings keyed by name ({exc})") from exc
+
+
+def load(path: Path) -> Topology:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read topology: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: a topology is a mapping with 'regions' and 'clusters'")
+    return parse(document, origin=str(path))
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem, each naming the field path and why."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

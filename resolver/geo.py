@@ -1,0 +1,76 @@
+"""Where a client is, and how far regions are from each other: pure functions.
+
+A client's address is matched against configured networks (longest prefix wins). The
+lookup is a dict probe per configured prefix length, so its cost does not grow with the
+number of networks. Regions are ordered by great-circle distance from the client's
+region; ties break by name so that every resolver orders them the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from registry.model import Region
+
+EARTH_RADIUS_KM = 6371.0
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """The region a client is placed in, and how much of its address decided it."""
+
+    region: str | None
+    source: str
+    prefix_len: int
+
+
+class Locator:
+    def __init__(self, networks: Iterable[tuple[str, str]], default_region: str | None) -> None:
+        self.default_region = default_region
+        tables: dict[tuple[int, int], dict[int, str]] = {}
+        for cidr, region in networks:
+            net = ipaddress.ip_network(cidr, strict=True)
+            bits = net.max_prefixlen
+            key = int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0
+            tables.setdefault((net.version, net.prefixlen), {})[key] = region
+        # Longest prefix first, per address family.
+        self._order: dict[int, list[tuple[int, int, dict[int, str]]]] = {4: [], 6: []}
+        for (version, plen), table in sorted(tables.items(), key=lambda kv: -kv[0][1]):
+            bits = 32 if version == 4 else 128
+            self._order[version].append((plen, bits - plen, table))
+
+    def locate(self, address: str, *, source: str = "source address") -> Location:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return Location(self.default_region, "default (unparsable address)", 0)
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        value = int(ip)
+        for plen, shift, table in self._order[ip.version]:
+            region = table.get(value >> shift if plen else 0)
+            if region is not None:
+                return Location(region, f"{source} in configured network", plen)
+        return Location(self.default_region, "default region", 0)
+
+
+def distance_km(a: Region, b: Region) -> float:
+    """Great-circle distance (haversine)."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (a.latitude, a.longitude, b.latitude, b.longitude))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def region_order(origin: str | None, regions: Sequence[Region]) -> tuple[str, ...]:
+    """Every region, nearest to ``origin`` first; by name when the origin is unknown."""
+    by_name = {r.name: r for r in regions}
+    start = by_name.get(origin) if origin else None
+    if start is None:
+        return tuple(sorted(by_name))
+    return tuple(sorted(by_name, key=lambda name: (distance_km(start, by_name[name]), name)))

@@ -1,0 +1,139 @@
+"""The resolver process: startup → serve until the stop event → shutdown.
+
+Listening starts at once, but ``/readyz`` turns true only after the first full load:
+until then every in-zone name would be NXDOMAIN, so a load balancer must not send
+queries yet (CoreDNS's ``ready`` plugin works the same way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from registry import store as store_mod
+from registry import topology as topology_mod
+from registry.http import running
+from registry.topology import Topology
+from resolver import sockets
+from resolver.geo import Locator
+from resolver.respond import Responder
+from resolver.server import TcpServer, UdpServer
+from resolver.settings import ResolverSettings
+from resolver.snapshot import Snapshot
+from resolver.sync import Follower
+from resolver.zone import Zone
+
+log = structlog.get_logger("resolver")
+
+
+@dataclass(frozen=True)
+class Bound:
+    dns_port: int
+    http_port: int
+
+
+def build_responder(settings: ResolverSettings, topology: Topology) -> Responder:
+    zone = Zone(
+        name=settings.zone,
+        ttl=settings.ttl,
+        negative_ttl=settings.negative_ttl,
+        nameservers=dict(settings.nameservers),
+    )
+    locator = Locator(((n.cidr, n.region) for n in topology.networks), topology.default_region)
+    return Responder(zone, locator, topology.regions)
+
+
+def http_app(responder: Responder, follower: Follower) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        snap = responder.snapshot
+        if not snap.loaded:
+            return web.json_response({"status": "waiting for the first load"}, status=503)
+        return web.json_response({"status": "ready", "generation": snap.generation})
+
+    async def status(request: web.Request) -> web.Response:
+        snap = responder.snapshot
+        age = time.monotonic() - follower.last_sync_monotonic if follower.syncs else None
+        return web.json_response(
+            {
+                "generation": snap.generation,
+                "services": len(snap.services),
+                "clusters": sorted(snap.clusters),
+                "live_clusters": sorted(snap.live),
+                "last_sync_age_s": round(age, 3) if age is not None else None,
+                "sync_errors": follower.errors,
+                "stats": dict(responder.stats),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/status", status)
+    return app
+
+
+async def serve(
+    settings: ResolverSettings,
+    *,
+    stop: asyncio.Event,
+    topology: Topology | None = None,
+    started: Callable[[Bound], None] | None = None,
+) -> None:
+    topology = topology or topology_mod.load(settings.topology)
+    responder = build_responder(settings, topology)
+    client = store_mod.connect(settings.redis_url)
+
+    def publish(snapshot: Snapshot) -> None:
+        responder.swap(snapshot)
+        log.info(
+            "snapshot applied",
+            generation=snapshot.generation,
+            services=len(snapshot.services),
+            live=sorted(snapshot.live),
+        )
+
+    follower = Follower(
+        store_mod.Store(client),
+        publish,
+        lease_ttl_ms=int(settings.lease_ttl_s * 1000),
+        resync_interval_s=settings.resync_interval_s,
+    )
+    udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
+    udp = UdpServer(udp_sock, responder)
+    tcp = TcpServer(
+        responder,
+        idle_timeout=settings.tcp_idle_timeout_s,
+        max_connections=settings.tcp_max_connections,
+        max_per_source=settings.tcp_max_per_source,
+    )
+    await tcp.start(tcp_sock)
+    sync = asyncio.create_task(follower.run(stop), name="resolver-sync")
+    try:
+        app = http_app(responder, follower)
+        async with running(app, settings.http_host, settings.http_port) as http_port:
+            bound = Bound(udp_sock.getsockname()[1], http_port)
+            log.info(
+                "resolver listening",
+                host=settings.dns_host,
+                dns_port=bound.dns_port,
+                http_port=http_port,
+                zone=settings.zone,
+            )
+            if started is not None:
+                started(bound)
+            await stop.wait()
+    finally:
+        sync.cancel()
+        await asyncio.gather(sync, return_exceptions=True)
+        udp.close()
+        await tcp.close()
+        await client.aclose()
+        log.info("resolver stopped")

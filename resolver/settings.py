@@ -1,0 +1,50 @@
+"""The resolver's settings: one typed object, read from ``GLOBALDNS_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_nameservers() -> dict[str, tuple[str, ...]]:
+    return {"ns1.global.example.com": ("127.0.0.1",)}
+
+
+class ResolverSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GLOBALDNS_", extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis to read the registry from; a local replica is enough",
+    )
+    dns_host: str = Field(default="127.0.0.1", description="address the DNS server listens on")
+    dns_port: int = Field(default=5353, ge=0, le=65535, description="UDP and TCP port (0: any)")
+    http_host: str = Field(default="127.0.0.1", description="address of /healthz, /readyz")
+    http_port: int = Field(default=8053, ge=0, le=65535, description="port of the HTTP side")
+    topology: Path = Field(
+        default=Path("deploy/examples/topology.yaml"),
+        description="regions (coordinates) and client networks (CIDR → region)",
+    )
+    zone: str = Field(default="global.example.com", description="the zone answered for")
+    ttl: int = Field(default=5, ge=0, le=3600, description="TTL of answers a service sets none for")
+    negative_ttl: int = Field(
+        default=5, ge=0, le=3600, description="SOA minimum: how long NXDOMAIN/NODATA are cached"
+    )
+    nameservers: dict[str, tuple[str, ...]] = Field(
+        default_factory=_default_nameservers,
+        description="NS names of the zone, as JSON; in-zone names with their addresses",
+    )
+    lease_ttl_s: float = Field(
+        default=6.0, gt=0, description="a cluster whose last heartbeat is older is unhealthy"
+    )
+    resync_interval_s: float = Field(
+        default=30.0, gt=0, description="full reload from Redis this often, besides the stream"
+    )
+    tcp_idle_timeout_s: float = Field(
+        default=5.0, gt=0, description="close a TCP connection idle this long (RFC 7766)"
+    )
+    tcp_max_connections: int = Field(default=1024, ge=1, description="TCP connections in total")
+    tcp_max_per_source: int = Field(default=32, ge=1, description="TCP connections per address")
+    log_json: bool = Field(default=True, description="JSON logs (false: console lines)")

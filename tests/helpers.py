@@ -1,0 +1,134 @@
+"""Running the real components on loopback for a test, and asking them things."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rdatatype
+from pydantic import SecretStr
+
+from registry import server as registry_server
+from registry import topology as topology_mod
+from registry.settings import RegistrySettings
+from registry.topology import Topology
+from resolver import main as resolver_main
+from resolver.settings import ResolverSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGY_FILE = ROOT / "deploy" / "examples" / "topology.yaml"
+ZONE = "global.example.com"
+ADMIN = "admin-token-for-tests-0123456789"
+TOKENS = {
+    "us-east-prod": "us-east-token-0123456789abcdef",
+    "eu-west-prod": "eu-west-token-0123456789abcdef",
+    "ap-south-prod": "ap-south-token-0123456789abcdef",
+}
+
+
+def topology() -> Topology:
+    return topology_mod.load(TOPOLOGY_FILE)
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    start: Callable[[asyncio.Event, Callable[[Any], None]], Any],
+) -> AsyncIterator[Any]:
+    stop = asyncio.Event()
+    bound: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(start(stop, lambda v: bound.done() or bound.set_result(v)))
+    done, _ = await asyncio.wait([task, bound], return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    try:
+        yield bound.result()
+    finally:
+        stop.set()
+        await task
+
+
+@contextlib.asynccontextmanager
+async def registry(redis_url: str, **overrides: Any) -> AsyncIterator[str]:
+    """The registry API on a free port; yields its base URL."""
+    settings = RegistrySettings(
+        redis_url=redis_url,
+        port=0,
+        topology=TOPOLOGY_FILE,
+        cluster_tokens={k: SecretStr(v) for k, v in TOKENS.items()},
+        admin_token=SecretStr(ADMIN),
+        log_json=False,
+        **overrides,
+    )
+    async with _serving(
+        lambda stop, done: registry_server.serve(settings, stop=stop, started=done)
+    ) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def resolver(redis_url: str, **overrides: Any) -> AsyncIterator[resolver_main.Bound]:
+    """The resolver on free ports (DNS on UDP+TCP, and HTTP)."""
+    settings = ResolverSettings(
+        redis_url=redis_url,
+        dns_port=0,
+        http_port=0,
+        topology=TOPOLOGY_FILE,
+        log_json=False,
+        **overrides,
+    )
+    async with _serving(
+        lambda stop, done: resolver_main.serve(settings, stop=stop, started=done)
+    ) as bound:
+        yield bound
+
+
+def query(
+    port: int,
+    name: str,
+    rdtype: str = "A",
+    *,
+    source: str = "127.0.0.1",
+    tcp: bool = False,
+    edns: bool = True,
+    timeout: float = 2.0,
+) -> dns.message.Message:
+    message = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
+    if tcp:
+        return dns.query.tcp(message, "127.0.0.1", port=port, source=source, timeout=timeout)
+    return dns.query.udp(message, "127.0.0.1", port=port, source=source, timeout=timeout)
+
+
+async def aquery(port: int, name: str, rdtype: str = "A", **kwargs: Any) -> dns.message.Message:
+    return await asyncio.to_thread(query, port, name, rdtype, **kwargs)
+
+
+def addresses(message: dns.message.Message) -> list[str]:
+    return [
+        rr.to_text()
+        for rrset in message.answer
+        for rr in rrset
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+    ]
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02
+) -> Any:
+    """Poll ``check`` (sync or async) until it returns a truthy value; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+        await asyncio.sleep(interval)

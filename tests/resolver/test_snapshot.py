@@ -1,0 +1,54 @@
+"""Snapshots judge leases against the sync time, and carry over vanished clusters."""
+
+from __future__ import annotations
+
+from registry.model import ClusterState, Endpoint, Service
+from resolver.snapshot import build, carry_over
+
+TTL = 6000
+
+
+def cluster(name: str, region: str, last_seen: int, *addresses: str) -> ClusterState:
+    service = Service(
+        namespace="production",
+        name="api",
+        endpoints=tuple(Endpoint(address=a) for a in addresses),
+    )
+    return ClusterState(name=name, region=region, last_seen_ms=last_seen, services=(service,))
+
+
+def test_lease_judged_against_sync_time_not_wall_clock() -> None:
+    c = cluster("us-east-prod", "us-east-1", 10_000, "10.0.0.1")
+    fresh = build([c], generation=1, sync_ms=15_000, lease_ttl_ms=TTL)
+    assert fresh.live == {"us-east-prod"}
+    assert fresh.services["api.production"].candidates[0].healthy
+    stale = build([c], generation=1, sync_ms=16_001, lease_ttl_ms=TTL)
+    assert stale.live == frozenset()
+    candidate = stale.services["api.production"].candidates[0]
+    assert not candidate.healthy
+    assert candidate.reasons == ("cluster lease stale: last seen 6.0s ago",)
+
+
+def test_services_merge_across_clusters() -> None:
+    snap = build(
+        [cluster("a", "us-east-1", 1, "10.0.0.1"), cluster("b", "eu-west-1", 1, "10.0.1.1")],
+        generation=7,
+        sync_ms=1,
+        lease_ttl_ms=TTL,
+    )
+    entry = snap.services["api.production"]
+    assert [(x.cluster, x.address) for x in entry.candidates] == [
+        ("a", "10.0.0.1"),
+        ("b", "10.0.1.1"),
+    ]
+    assert snap.namespaces == {"production"}
+    assert snap.generation == 7
+
+
+def test_carry_over_keeps_vanished_clusters_until_long_expired() -> None:
+    old = {"a": cluster("a", "us-east-1", 1000, "10.0.0.1")}
+    kept = carry_over(old, [], sync_ms=2000, forget_after_ms=60_000)
+    assert [c.name for c in kept] == ["a"]
+    assert carry_over(old, [], sync_ms=70_000, forget_after_ms=60_000) == []
+    newer = cluster("a", "us-east-1", 5000, "10.0.0.2")
+    assert carry_over(old, [newer], sync_ms=5000, forget_after_ms=60_000) == [newer]
