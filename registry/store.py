@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from registry import keys
@@ -59,7 +62,11 @@ def connect(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=10,
-        retry_on_timeout=False,
+        # One quick retry on a fresh connection: after a Redis restart every pooled
+        # connection is dead, and the first command on each would fail otherwise. Kept
+        # small so that a Sentinel client re-asks for the primary soon (redis-py #3560).
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        retry_on_error=[RedisConnectionError],
     )
 
 

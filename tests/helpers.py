@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import dns.message
 import dns.query
 import dns.rdatatype
@@ -84,7 +85,17 @@ async def resolver(redis_url: str, **overrides: Any) -> AsyncIterator[resolver_m
     async with _serving(
         lambda stop, done: resolver_main.serve(settings, stop=stop, started=done)
     ) as bound:
+        await eventually(lambda: _ready(bound.http_port))
         yield bound
+
+
+async def _ready(port: int) -> bool:
+    """What a load balancer checks before it sends queries: /readyz."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/readyz") as response,
+    ):
+        return response.status == 200
 
 
 def query(

@@ -1,0 +1,174 @@
+"""The resolver over real UDP and TCP sockets, fed by the real registry and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import aiohttp
+import dns.flags
+import dns.rcode
+
+from globaldns.redis_server import RedisProcess
+from tests.helpers import ADMIN, TOKENS, addresses, aquery, eventually, registry, resolver
+
+NAME = "api.production.global.example.com"
+PREFIX = {"us-east-prod": "10.1.0", "eu-west-prod": "10.2.0", "ap-south-prod": "10.3.0"}
+
+
+def body(cluster: str, seq: int = 1) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "services": [
+            {
+                "namespace": "production",
+                "name": "api",
+                "endpoints": [{"address": f"{PREFIX[cluster]}.{i}"} for i in (1, 2)],
+            }
+        ],
+    }
+
+
+async def report_all(session: aiohttp.ClientSession, api: str, seq: int = 1) -> None:
+    for cluster in PREFIX:
+        headers = {"Authorization": f"Bearer {TOKENS[cluster]}"}
+        async with session.post(f"{api}/v1/reports", json=body(cluster, seq), headers=headers) as r:
+            assert r.status == 200, await r.text()
+
+
+def region_of(message: Any) -> str:
+    found = {a.rsplit(".", 1)[0] for a in addresses(message)}
+    assert len(found) == 1, found
+    prefix = found.pop()
+    return next(k for k, v in PREFIX.items() if v == prefix)
+
+
+async def test_answers_follow_the_registry(redis_url: str) -> None:
+    async with (
+        registry(redis_url) as api,
+        resolver(redis_url) as bound,
+        aiohttp.ClientSession() as s,
+    ):
+        async with s.get(f"http://127.0.0.1:{bound.http_port}/readyz") as r:
+            assert r.status == 200
+        port = bound.dns_port
+        assert (await aquery(port, NAME)).rcode() == dns.rcode.NXDOMAIN
+        await report_all(s, api)
+
+        async def seen() -> bool:
+            return bool(addresses(await aquery(port, NAME)))
+
+        await eventually(seen)
+        for source, cluster in [
+            ("127.0.0.1", "us-east-prod"),
+            ("127.0.1.1", "us-east-prod"),
+            ("127.0.2.1", "eu-west-prod"),
+            ("127.0.3.1", "ap-south-prod"),
+        ]:
+            for tcp in (False, True):
+                reply = await aquery(port, NAME, source=source, tcp=tcp)
+                assert reply.flags & dns.flags.AA
+                assert reply.answer[0].ttl <= 5
+                assert region_of(reply) == cluster, (source, tcp)
+
+        # A drain moves European clients to the next-nearest region, an undrain back.
+        drain = f"{api}/v1/clusters/eu-west-prod/drain"
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        async with s.post(drain, json={"reason": "test"}, headers=headers) as r:
+            assert r.status == 200
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def moved() -> bool:
+            return region_of(await aquery(port, NAME, source="127.0.2.1")) == "us-east-prod"
+
+        await eventually(moved, timeout=1.0)
+        assert loop.time() - started < 1.0
+        async with s.delete(drain, headers=headers) as r:
+            assert r.status == 200
+
+        async def back() -> bool:
+            return region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
+
+        await eventually(back, timeout=1.0)
+
+
+async def test_expired_lease_leaves_the_answers(redis_url: str) -> None:
+    async with (
+        registry(redis_url, lease_ttl_s=1.0) as api,
+        resolver(redis_url, lease_ttl_s=1.0) as bound,
+        aiohttp.ClientSession() as s,
+    ):
+        await report_all(s, api)
+        port = bound.dns_port
+
+        async def eu() -> bool:
+            return region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
+
+        await eventually(eu)
+        # Keep every cluster but eu-west alive; eu-west's lease runs out.
+        for _ in range(12):
+            for cluster in ("us-east-prod", "ap-south-prod"):
+                headers = {"Authorization": f"Bearer {TOKENS[cluster]}"}
+                async with s.post(f"{api}/v1/heartbeats", json={"seq": 1}, headers=headers) as r:
+                    assert r.status == 200
+            if not await eu():
+                break
+            await asyncio.sleep(0.25)
+        assert region_of(await aquery(port, NAME, source="127.0.2.1")) == "us-east-prod"
+
+
+async def test_redis_death_and_empty_restart_never_break_answers(own_redis: RedisProcess) -> None:
+    url = own_redis.url
+    async with registry(url) as api, resolver(url) as bound, aiohttp.ClientSession() as s:
+        await report_all(s, api)
+        port = bound.dns_port
+
+        async def eu() -> bool:
+            return region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
+
+        await eventually(eu)
+        own_redis.kill()
+        for _ in range(20):  # two seconds without Redis: the same answers, never SERVFAIL
+            reply = await aquery(port, NAME, source="127.0.2.1")
+            assert reply.rcode() == dns.rcode.NOERROR
+            assert region_of(reply) == "eu-west-prod"
+            await asyncio.sleep(0.1)
+        own_redis.start()  # new and empty: the clusters are carried over, not dropped
+        await asyncio.sleep(1.5)
+        assert region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
+        await report_all(s, api, seq=2)
+        assert region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
+        async with s.get(f"http://127.0.0.1:{bound.http_port}/v1/status") as r:
+            status = await r.json()
+        assert status["sync_errors"] >= 1
+        assert sorted(status["live_clusters"]) == sorted(PREFIX)
+
+
+async def test_tcp_pipelining_and_zero_length(redis_url: str) -> None:
+    import dns.message
+
+    async with resolver(redis_url) as bound:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bound.dns_port)
+        queries = [dns.message.make_query(f"n{i}.global.example.com", "A") for i in range(3)]
+        wires = [q.to_wire() for q in queries]
+        writer.write(b"".join(len(w).to_bytes(2, "big") + w for w in wires))
+        await writer.drain()
+        for q in queries:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            reply = dns.message.from_wire(await reader.readexactly(length))
+            assert reply.id == q.id and reply.rcode() == dns.rcode.NXDOMAIN
+        writer.write(b"\x00\x00")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), timeout=2) == b""
+        writer.close()
+
+
+async def test_garbage_over_udp_does_not_stop_the_server(redis_url: str) -> None:
+    async with resolver(redis_url) as bound:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for junk in (b"", b"\x00", b"\xff" * 11, b"\x12\x34" + b"\xff" * 100):
+                sock.sendto(junk, ("127.0.0.1", bound.dns_port))
+        reply = await aquery(bound.dns_port, "global.example.com", "SOA")
+        assert reply.rcode() == dns.rcode.NOERROR
