@@ -209,8 +209,11 @@ async def run(options: DevOptions, stop: asyncio.Event) -> None:
     def write_state() -> None:
         if redis is not None:
             state["redis_pid"] = redis.pid
-        options.state_file.write_text(json.dumps(state, indent=2))
-        os.chmod(options.state_file, 0o600)
+        # Readers (the CLI, tests) may look at any moment: replace the file atomically.
+        partial = options.state_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(state, indent=2))
+        os.chmod(partial, 0o600)
+        os.replace(partial, options.state_file)
 
     tasks: list[asyncio.Task[None]] = []
     endpoints: dict[str, SimulatedEndpoints] = {}
@@ -250,6 +253,7 @@ async def run(options: DevOptions, stop: asyncio.Event) -> None:
             topology=options.topology,
             lease_ttl_s=options.lease_ttl_s,
             resync_interval_s=30.0,
+            rrl_rate=0,  # dev mode: people dig in loops; see README for RRL
             log_json=False,
         )
         task, bound = await _started(

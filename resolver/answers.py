@@ -40,6 +40,8 @@ class Packed:
     arcount: int
     tail: bytes
     """Every byte after the question."""
+    ede: int | None = None
+    """Extended DNS Error (RFC 8914) to add when the query has an OPT."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ def pack(
     authoritative: bool = True,
     answers: Sequence[RR] = (),
     authority: Sequence[RR] = (),
+    ede: int | None = None,
 ) -> Packed:
     record = DNSRecord(
         DNSHeader(id=0, qr=1, aa=int(authoritative), ra=0, rcode=rcode),
@@ -101,13 +104,35 @@ def pack(
     data = record.pack()
     qlen = sum(len(part) + 1 for part in labels) + 1 + 4
     _, flags, _, an, ns_, ar = wire.HEADER.unpack_from(data)
-    return Packed(flags & ~(wire.RD | wire.CD | wire.RA), an, ns_, ar, data[12 + qlen :])
+    return Packed(flags & ~(wire.RD | wire.CD | wire.RA), an, ns_, ar, data[12 + qlen :], ede)
+
+
+EDE_PROHIBITED = 18
+EDE_NOT_AUTHORITATIVE = 20
+EDE_NOT_SUPPORTED = 21
+
+
+def option(code: int, value: bytes) -> bytes:
+    return struct.pack("!HH", code, len(value)) + value
 
 
 def opt_record(*, do: bool, ext_rcode: int = 0, options: bytes = b"") -> bytes:
     """Our OPT: version 0, our UDP payload size, DO echoed (RFC 6891, RFC 3225)."""
     ttl = (ext_rcode << 24) | (0x8000 if do else 0)
     return b"\x00" + struct.pack("!HHIH", wire.TYPE_OPT, UDP_PAYLOAD, ttl, len(options)) + options
+
+
+def tsig_badkey(tsig: wire.Tsig, ident: int) -> bytes:
+    """The unsigned TSIG record of a BADKEY answer (RFC 8945 section 5.3.2)."""
+    rdata = (
+        tsig.algorithm
+        + tsig.time_signed
+        + struct.pack("!HHHHH", tsig.fudge, 0, ident, BADKEY_TSIG, 0)
+    )
+    return tsig.owner + struct.pack("!HHIH", wire.TYPE_TSIG, 255, 0, len(rdata)) + rdata
+
+
+BADKEY_TSIG = 17
 
 
 def header(ident: int, flags: int, qd: int, an: int, ns_: int, ar: int) -> bytes:

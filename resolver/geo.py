@@ -20,41 +20,72 @@ EARTH_RADIUS_KM = 6371.0
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """The region a client is placed in, and how much of its address decided it."""
+    """The region a client is placed in, and what placed it there."""
 
     region: str | None
     source: str
     prefix_len: int
+    """Length of the configured network that matched (0: none did)."""
 
 
 class Locator:
     def __init__(self, networks: Iterable[tuple[str, str]], default_region: str | None) -> None:
         self.default_region = default_region
         tables: dict[tuple[int, int], dict[int, str]] = {}
+        self._networks: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
         for cidr, region in networks:
             net = ipaddress.ip_network(cidr, strict=True)
             bits = net.max_prefixlen
             key = int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0
             tables.setdefault((net.version, net.prefixlen), {})[key] = region
+            self._networks[net.version].append((int(net.network_address), net.prefixlen))
         # Longest prefix first, per address family.
         self._order: dict[int, list[tuple[int, int, dict[int, str]]]] = {4: [], 6: []}
         for (version, plen), table in sorted(tables.items(), key=lambda kv: -kv[0][1]):
             bits = 32 if version == 4 else 128
             self._order[version].append((plen, bits - plen, table))
 
-    def locate(self, address: str, *, source: str = "source address") -> Location:
+    @staticmethod
+    def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            return Location(self.default_region, "default (unparsable address)", 0)
+            return None
         if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+            return ip.ipv4_mapped
+        return ip
+
+    def locate(self, address: str, *, source: str = "source address") -> Location:
+        ip = self._parse(address)
+        if ip is None:
+            return Location(self.default_region, "default (unparsable address)", 0)
         value = int(ip)
         for plen, shift, table in self._order[ip.version]:
             region = table.get(value >> shift if plen else 0)
             if region is not None:
-                return Location(region, f"{source} in configured network", plen)
-        return Location(self.default_region, "default region", 0)
+                return Location(region, f"{source} in a configured /{plen}", plen)
+        return Location(self.default_region, "default region (no configured network)", 0)
+
+    def scope(self, address: str, location: Location) -> int:
+        """The shortest prefix of ``address`` whose every address is placed the same way.
+
+        This is the ECS SCOPE PREFIX-LENGTH (RFC 7871): a resolver may reuse the answer
+        for any client in that prefix. It is the matched network, narrowed just enough to
+        exclude every configured network that would place some of its addresses elsewhere.
+        """
+        ip = self._parse(address)
+        if ip is None:
+            return 0
+        width = ip.max_prefixlen
+        value = int(ip)
+        scope = location.prefix_len
+        for network, plen in self._networks[ip.version]:
+            if plen <= location.prefix_len:
+                continue  # the match itself, or shorter ones it overrides
+            common = width - (value ^ network).bit_length()
+            if common < plen:  # the address is outside this network: split just before it
+                scope = max(scope, common + 1)
+        return min(scope, width)
 
 
 def distance_km(a: Region, b: Region) -> float:

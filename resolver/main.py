@@ -8,6 +8,7 @@ queries yet (CoreDNS's ``ready`` plugin works the same way).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from aiohttp import web
 
 from registry import store as store_mod
 from registry import topology as topology_mod
+from registry.aio import sleep_or_stop
 from registry.http import running
 from registry.topology import Topology
 from resolver import sockets
 from resolver.geo import Locator
-from resolver.respond import Responder
+from resolver.respond import Options, Responder
+from resolver.rrl import RrlConfig
 from resolver.server import TcpServer, UdpServer
 from resolver.settings import ResolverSettings
 from resolver.snapshot import Snapshot
@@ -45,7 +48,24 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
         nameservers=dict(settings.nameservers),
     )
     locator = Locator(((n.cidr, n.region) for n in topology.networks), topology.default_region)
-    return Responder(zone, locator, topology.regions)
+    secret = settings.cookie_secret.encode() if settings.cookie_secret else secrets.token_bytes(16)
+    rrl = None
+    if settings.rrl_rate > 0:
+        rrl = RrlConfig(
+            rate=settings.rrl_rate,
+            window=settings.rrl_window_s,
+            slip=settings.rrl_slip,
+            log_only=settings.rrl_log_only,
+            exempt=settings.rrl_exempt,
+        )
+    options = Options(
+        nsid=settings.nsid.encode() if settings.nsid else None,
+        ecs_trusted=settings.ecs_trusted,
+        cookie_secret=secret,
+        rrl=rrl,
+        tcp_keepalive_s=settings.tcp_idle_timeout_s,
+    )
+    return Responder(zone, locator, topology.regions, options)
 
 
 def http_app(responder: Responder, follower: Follower) -> web.Application:
@@ -80,6 +100,26 @@ def http_app(responder: Responder, follower: Follower) -> web.Application:
     return app
 
 
+PROBLEMS = ("formerr", "notimp", "dropped", "internal_error", "truncated", "tcp_refused")
+
+
+async def report_problems(responder: Responder, stop: asyncio.Event, every: float = 10.0) -> None:
+    """Log bad input as periodic counts, never a line per packet (a log-flood vector)."""
+    seen: dict[str, int] = {}
+    last_error = None
+    while not await sleep_or_stop(stop, every):
+        counts = {k: responder.stats[k] - seen.get(k, 0) for k in PROBLEMS}
+        if responder.limiter is not None:
+            counts.update(responder.limiter.stats)
+        counts = {k: v for k, v in counts.items() if v}
+        seen = {k: responder.stats[k] for k in PROBLEMS}
+        if counts:
+            log.info("unusual queries in the last interval", interval_s=every, **counts)
+        if responder.last_error is not None and responder.last_error != last_error:
+            last_error = responder.last_error
+            log.error("query handling failed; answered SERVFAIL", error=last_error)
+
+
 async def serve(
     settings: ResolverSettings,
     *,
@@ -111,11 +151,13 @@ async def serve(
     tcp = TcpServer(
         responder,
         idle_timeout=settings.tcp_idle_timeout_s,
+        read_timeout=settings.tcp_read_timeout_s,
         max_connections=settings.tcp_max_connections,
         max_per_source=settings.tcp_max_per_source,
     )
     await tcp.start(tcp_sock)
     sync = asyncio.create_task(follower.run(stop), name="resolver-sync")
+    reporter = asyncio.create_task(report_problems(responder, stop), name="resolver-problems")
     try:
         app = http_app(responder, follower)
         async with running(app, settings.http_host, settings.http_port) as http_port:
@@ -132,7 +174,8 @@ async def serve(
             await stop.wait()
     finally:
         sync.cancel()
-        await asyncio.gather(sync, return_exceptions=True)
+        reporter.cancel()
+        await asyncio.gather(sync, reporter, return_exceptions=True)
         udp.close()
         await tcp.close()
         await client.aclose()

@@ -12,9 +12,15 @@ and a join.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import itertools
+import struct
+import time
+import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from registry.model import Region
@@ -30,6 +36,7 @@ from resolver.answers import (
     SoaFields,
 )
 from resolver.geo import Locator, region_order
+from resolver.rrl import Action, RateLimiter, RrlConfig
 from resolver.snapshot import EMPTY, Snapshot
 from resolver.zone import Zone
 
@@ -44,6 +51,12 @@ class Static:
     variants: tuple[Packed, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    variants: tuple[Packed, ...]
+    location_dependent: bool
+
+
 @dataclass(slots=True)
 class Located:
     """An answer that depends on the client's region: decided per region, lazily."""
@@ -53,19 +66,49 @@ class Located:
     labels: tuple[bytes, ...]
     qtype: int
     qclass: int
-    by_region: dict[str | None, tuple[Packed, ...]] = field(default_factory=dict)
+    by_region: dict[str | None, Choice] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the responder treats EDNS options and abuse; every field has a safe default."""
+
+    nsid: bytes | None = None
+    """Returned to queries that ask for it (RFC 5001): which instance answered."""
+    ecs_trusted: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    """Sources whose EDNS Client Subnet is believed (your forwarders); others: ignored."""
+    cookie_secret: bytes | None = None
+    """Server cookies (RFC 7873/9018) when set; clients with a valid one skip RRL."""
+    rrl: RrlConfig | None = None
+    tcp_keepalive_s: float = 5.0
+    """Advertised in edns-tcp-keepalive (RFC 7828) on TCP when the client asks."""
 
 
 Entry = Static | Located
 
 
 class Responder:
-    def __init__(self, zone: Zone, locator: Locator, regions: Sequence[Region]) -> None:
+    def __init__(
+        self,
+        zone: Zone,
+        locator: Locator,
+        regions: Sequence[Region],
+        options: Options | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.zone = zone
         self.locator = locator
         self.regions = tuple(regions)
+        self.options = options or Options()
+        self.clock = clock
         self.snapshot: Snapshot = EMPTY
         self.stats: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self.limiter = RateLimiter(self.options.rrl) if self.options.rrl else None
+        trusted = tuple(ipaddress.ip_network(n) for n in self.options.ecs_trusted)
+        self._trust_all = {n.version for n in trusted if n.prefixlen == 0} == {4, 6}
+        self._trusted = trusted
         self._zone_labels = zone.labels
         self._cache: dict[tuple[tuple[bytes, ...], int, int], Entry] = {}
         self._orders: dict[str | None, tuple[str, ...]] = {}
@@ -80,10 +123,14 @@ class Responder:
 
     def handle(self, data: bytes, client: str, *, tcp: bool = False) -> bytes | None:
         try:
-            return self._handle(data, client, tcp)
+            message = self._handle(data, client, tcp)
+            if message is None or tcp or self.limiter is None:
+                return message
+            return self._limit(data, message, client)
         except Exception:  # contain any fault to this one packet
             self.stats["internal_error"] += 1
-            if len(data) < 12:
+            self.last_error = traceback.format_exc()
+            if len(data) < 12 or data[2] & 0x80:
                 return None
             ident, flags = int.from_bytes(data[:2], "big"), int.from_bytes(data[2:4], "big")
             return answers.header(ident, wire.QR | (flags & wire.RD) | SERVFAIL, 0, 0, 0, 0)
@@ -97,9 +144,15 @@ class Responder:
             self.stats["formerr" if parsed.rcode == FORMERR else "notimp"] += 1
             return self._rejected(parsed)
         query = parsed
-        if query.opt is not None and query.opt.version > 0:
+        if query.tsig is not None:
+            self.stats["notauth"] += 1
+            return self._badkey(query, query.tsig)
+        opt = query.opt
+        if opt is not None and opt.version > 0:
             self.stats["badvers"] += 1
-            return self._finish(query, answers.Packed(wire.QR, 0, 0, 0, b""), tcp, ext_rcode=1)
+            return self._finish(
+                query, answers.Packed(wire.QR, 0, 0, 0, b""), tcp, client, ext_rcode=1
+            )
         key = (query.labels, query.qtype, query.qclass)
         entry = self._cache.get(key)
         if entry is None:
@@ -107,24 +160,62 @@ class Responder:
             if len(self._cache) >= MAX_CACHED_NAMES:
                 self._cache = {}
             self._cache[key] = entry
+        scope = 0
         if isinstance(entry, Static):
             variants = entry.variants
         else:
-            region = self.locator.locate(client).region
-            found = entry.by_region.get(region)
-            if found is None:
-                found = entry.by_region[region] = self._geo(entry, region)
-            variants = found
+            subnet = opt.subnet if opt is not None else None
+            where, source = client, "source address"
+            if subnet is not None and subnet.source > 0 and self._trusts(client):
+                where, source = subnet.address, "client subnet"
+            location = self.locator.locate(where, source=source)
+            choice = entry.by_region.get(location.region)
+            if choice is None:
+                choice = entry.by_region[location.region] = self._geo(entry, location.region)
+            variants = choice.variants
+            if source == "client subnet" and choice.location_dependent:
+                scope = self.locator.scope(where, location)
         packed = variants[next(self._turn) % len(variants)] if len(variants) > 1 else variants[0]
         self.stats[_RCODE_NAMES.get(packed.flags & 0xF, "other")] += 1
-        return self._finish(query, packed, tcp)
+        return self._finish(query, packed, tcp, client, scope=scope)
 
-    def _finish(self, query: wire.Query, packed: Packed, tcp: bool, *, ext_rcode: int = 0) -> bytes:
+    def _options(
+        self, opt: wire.Opt, client: str, *, tcp: bool, scope: int, ede: int | None
+    ) -> bytes:
+        out = b""
+        if opt.nsid and self.options.nsid is not None:
+            out += answers.option(wire.OPTION_NSID, self.options.nsid)
+        if opt.subnet is not None:
+            raw = opt.subnet.raw
+            out += answers.option(wire.OPTION_ECS, raw[:3] + bytes((scope,)) + raw[3:])
+        if opt.cookie is not None and self.options.cookie_secret is not None:
+            client_cookie = opt.cookie[:8]
+            out += answers.option(
+                wire.OPTION_COOKIE, client_cookie + self._server_cookie(client, client_cookie)
+            )
+        if ede is not None:
+            out += answers.option(wire.OPTION_EDE, struct.pack("!H", ede))
+        if tcp and opt.keepalive:
+            timeout = int(self.options.tcp_keepalive_s * 10)
+            out += answers.option(wire.OPTION_KEEPALIVE, struct.pack("!H", timeout))
+        return out
+
+    def _finish(
+        self,
+        query: wire.Query,
+        packed: Packed,
+        tcp: bool,
+        client: str,
+        *,
+        scope: int = 0,
+        ext_rcode: int = 0,
+    ) -> bytes:
         flags = packed.flags | (query.flags & (wire.RD | wire.CD))
         arcount = packed.arcount
         opt = b""
         if query.opt is not None:
-            opt = answers.opt_record(do=query.opt.do, ext_rcode=ext_rcode)
+            options = self._options(query.opt, client, tcp=tcp, scope=scope, ede=packed.ede)
+            opt = answers.opt_record(do=query.opt.do, ext_rcode=ext_rcode, options=options)
             arcount += 1
         head = answers.header(query.id, flags, 1, packed.ancount, packed.nscount, arcount)
         message = head + query.question + packed.tail + opt
@@ -147,6 +238,78 @@ class Responder:
         head = answers.header(rejected.id, flags, qd, 0, 0, 1 if opt else 0)
         return head + rejected.question + opt
 
+    def _badkey(self, query: wire.Query, tsig: wire.Tsig) -> bytes:
+        """NOTAUTH with an unsigned TSIG saying BADKEY: we hold no keys (RFC 8945 5.3.2)."""
+        flags = wire.QR | (query.flags & (wire.RD | wire.CD)) | wire.NOTAUTH
+        opt = answers.opt_record(do=query.opt.do) if query.opt is not None else b""
+        head = answers.header(query.id, flags, 1, 0, 0, 2 if opt else 1)
+        return head + query.question + opt + answers.tsig_badkey(tsig, query.id)
+
+    # -- abuse ------------------------------------------------------------------------
+
+    def _trusts(self, client: str) -> bool:
+        if self._trust_all:
+            return True
+        try:
+            ip = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def _server_cookie(self, client: str, client_cookie: bytes, stamp: int | None = None) -> bytes:
+        """RFC 9018 layout: version 1, reserved, timestamp, then an 8-octet keyed hash."""
+        assert self.options.cookie_secret is not None
+        head = b"\x01\x00\x00\x00" + struct.pack(
+            "!I", int(self.clock()) if stamp is None else stamp
+        )
+        digest = hashlib.blake2b(
+            client_cookie + head + client.encode(), key=self.options.cookie_secret, digest_size=8
+        ).digest()
+        return head + digest
+
+    def _cookie_valid(self, client: str, cookie: bytes) -> bool:
+        if self.options.cookie_secret is None or len(cookie) != 24 or cookie[8] != 1:
+            return False
+        (stamp,) = struct.unpack_from("!I", cookie, 12)
+        if not -300 <= self.clock() - stamp <= 3600:
+            return False
+        return hmac.compare_digest(self._server_cookie(client, cookie[:8], stamp), cookie[8:])
+
+    def _limit(self, data: bytes, message: bytes, client: str) -> bytes | None:
+        assert self.limiter is not None
+        parsed = wire.parse(data)  # cheap; only on the UDP path with RRL configured
+        if isinstance(parsed, wire.Query):
+            opt = parsed.opt
+            if (
+                opt is not None
+                and opt.cookie is not None
+                and self._cookie_valid(client, opt.cookie)
+            ):
+                return message
+            labels, qtype = parsed.labels, parsed.qtype
+        else:
+            labels, qtype = (), 0
+        rcode = message[3] & 0xF
+        ancount = int.from_bytes(message[6:8], "big")
+        if rcode == NOERROR and ancount:
+            kind, name = "answer", b".".join(labels) + qtype.to_bytes(2, "big")
+        elif rcode in (NOERROR, NXDOMAIN):
+            kind, name = ("nxdomain" if rcode == NXDOMAIN else "nodata"), b""
+        else:
+            kind, name = "error", b""
+        action = self.limiter.check(client, kind, name, self.clock())
+        if action is Action.SEND:
+            return message
+        if action is Action.DROP:
+            return None
+        if kind == "error" or not isinstance(parsed, wire.Query):
+            return message  # errors cannot be truncated usefully: they leak whole
+        # Slip: a minimal TC=1 reply sends a real client to TCP, which is not limited.
+        arcount = 1 if parsed.opt is not None else 0
+        flags = int.from_bytes(message[2:4], "big") | wire.TC
+        tail = answers.opt_record(do=parsed.opt.do) if parsed.opt is not None else b""
+        return answers.header(parsed.id, flags, 1, 0, 0, arcount) + parsed.question + tail
+
     # -- deciding (on a cache miss) ----------------------------------------------------
 
     def _soa(self) -> SoaFields:
@@ -164,12 +327,13 @@ class Responder:
     def _decide(self, labels: tuple[bytes, ...], qtype: int, qclass: int) -> Entry:
         zone = self._zone_labels
         depth = len(labels) - len(zone)
-        if depth < 0 or labels[depth:] != zone or qclass != CLASS_IN:
-            return Static(
-                (answers.pack(labels, qtype, qclass, rcode=REFUSED, authoritative=False),)
-            )
+        if qclass != CLASS_IN:
+            ede = answers.EDE_PROHIBITED if qclass == 3 else answers.EDE_NOT_SUPPORTED
+            return self._refused(labels, qtype, qclass, ede)
+        if depth < 0 or labels[depth:] != zone:
+            return self._refused(labels, qtype, qclass, answers.EDE_NOT_AUTHORITATIVE)
         if qtype in (TYPE_AXFR, TYPE_IXFR):
-            return Static((answers.pack(labels, qtype, qclass, rcode=REFUSED),))
+            return self._refused(labels, qtype, qclass, answers.EDE_PROHIBITED)
         if qtype in META_TYPES:
             return Static(
                 (answers.pack(labels, qtype, qclass, rcode=FORMERR, authoritative=False),)
@@ -199,6 +363,10 @@ class Responder:
             return self._negative(labels, qtype, qclass, NOERROR)  # empty non-terminal
         return self._negative(labels, qtype, qclass, NXDOMAIN)
 
+    def _refused(self, labels: tuple[bytes, ...], qtype: int, qclass: int, ede: int) -> Static:
+        packed = answers.pack(labels, qtype, qclass, rcode=REFUSED, authoritative=False, ede=ede)
+        return Static((packed,))
+
     def _apex(self, labels: tuple[bytes, ...], qtype: int, qclass: int) -> Static:
         if qtype in (answers.TYPE_SOA, answers.TYPE_ANY):
             soa = answers.soa(self._zone_labels, self._soa())
@@ -214,19 +382,23 @@ class Responder:
             order = self._orders[region] = region_order(region, self.regions)
         return order
 
-    def _geo(self, entry: Located, region: str | None) -> tuple[Packed, ...]:
+    def _geo(self, entry: Located, region: str | None) -> Choice:
         service = self.snapshot.services[entry.owner]
         decision = policy.geo(service, entry.family, self._order(region))
         if not decision.addresses:
-            return self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR).variants
-        return tuple(
-            answers.pack(
-                entry.labels,
-                entry.qtype,
-                entry.qclass,
-                answers=[answers.a_or_aaaa(entry.labels, a, service.ttl) for a in rotation],
-            )
-            for rotation in policy.rotations(decision.addresses)
+            negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
+            return Choice(negative.variants, False)
+        return Choice(
+            tuple(
+                answers.pack(
+                    entry.labels,
+                    entry.qtype,
+                    entry.qclass,
+                    answers=[answers.a_or_aaaa(entry.labels, a, service.ttl) for a in rotation],
+                )
+                for rotation in policy.rotations(decision.addresses)
+            ),
+            decision.location_dependent,
         )
 
     def decide(self, owner: str, family: int, region: str | None) -> policy.Decision | None:

@@ -57,11 +57,14 @@ class TcpServer:
         responder: Responder,
         *,
         idle_timeout: float,
+        read_timeout: float,
         max_connections: int,
         max_per_source: int,
     ) -> None:
         self.responder = responder
         self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout
+        self.writers: set[asyncio.StreamWriter] = set()
         self.max_connections = max_connections
         self.max_per_source = max_per_source
         self.per_source: Counter[str] = Counter()
@@ -80,11 +83,13 @@ class TcpServer:
             return
         self.open += 1
         self.per_source[source] += 1
+        self.writers.add(writer)
         try:
             await self._serve(reader, writer, source)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.writers.discard(writer)
             self.open -= 1
             self.per_source[source] -= 1
             if not self.per_source[source]:
@@ -102,7 +107,7 @@ class TcpServer:
             length = int.from_bytes(prefix, "big")
             if length == 0:
                 return
-            message = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout)
+            message = await asyncio.wait_for(reader.readexactly(length), self.read_timeout)
             reply = self.responder.handle(message, source, tcp=True)
             if reply is not None:
                 writer.write(len(reply).to_bytes(2, "big") + reply)
@@ -111,4 +116,6 @@ class TcpServer:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+            for writer in list(self.writers):
+                writer.close()
             await self.server.wait_closed()

@@ -45,6 +45,35 @@ class ResolverSettings(BaseSettings):
     tcp_idle_timeout_s: float = Field(
         default=5.0, gt=0, description="close a TCP connection idle this long (RFC 7766)"
     )
+    tcp_read_timeout_s: float = Field(
+        default=2.0, gt=0, description="close a TCP connection that stalls inside a message"
+    )
     tcp_max_connections: int = Field(default=1024, ge=1, description="TCP connections in total")
     tcp_max_per_source: int = Field(default=32, ge=1, description="TCP connections per address")
+    nsid: str | None = Field(
+        default=None,
+        description="returned to queries that ask for NSID (RFC 5001); default: none",
+    )
+    ecs_trusted: tuple[str, ...] = Field(
+        default=("0.0.0.0/0", "::/0"),
+        description="sources whose EDNS Client Subnet is used to locate the client, as JSON",
+    )
+    cookie_secret: str | None = Field(
+        default=None,
+        description="key for server cookies (RFC 7873); default: a random one per process",
+    )
+    rrl_rate: float = Field(
+        default=100.0,
+        ge=0,
+        description="UDP responses a second per client /24 (/56) and name; 0: no RRL",
+    )
+    rrl_window_s: float = Field(default=15.0, gt=0, le=3600, description="RRL window")
+    rrl_slip: int = Field(
+        default=2, ge=0, le=10, description="every Nth limited reply goes out as TC=1"
+    )
+    rrl_log_only: bool = Field(default=False, description="count what RRL would limit, only")
+    rrl_exempt: tuple[str, ...] = Field(
+        default=(),
+        description="client networks never rate limited (your clusters' CoreDNS), as JSON",
+    )
     log_json: bool = Field(default=True, description="JSON logs (false: console lines)")

@@ -1,19 +1,22 @@
 """Reading a DNS query from raw bytes, cheaply and defensively.
 
-Only what an authoritative server needs is parsed: the header, the one question and the
-OPT record. Everything is checked on the way (label types, name length, counts, record
-bounds, trailing bytes), so a query either parses into a :class:`Query` or is classified
-as something to refuse, FORMERR or drop — before any expensive work. A query with
-answer or authority records, or more than two additional records, is refused here: a
-full parse of such a packet costs 200 times a normal one (see the conformance notes).
+Only what an authoritative server needs is parsed: the header, the one question, the OPT
+record (with the options we act on: client subnet, NSID, cookie, TCP keepalive) and a
+TSIG record, if any, so that it can be refused properly. Everything is checked on the way
+(label types, name length, counts, record bounds, option syntax, trailing bytes), so a
+query either parses into a :class:`Query` or is classified as something to FORMERR,
+NOTIMP or drop — before any expensive work. A query with answer or authority records,
+or more than two additional records, is refused here: a full parse of such a packet
+costs 200 times a normal one (see the conformance notes).
 
 Nothing here raises on bad input: every outcome is a value.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 HEADER = struct.Struct("!HHHHHH")
 RR_FIXED = struct.Struct("!HHIH")
@@ -28,7 +31,33 @@ CD = 0x0010
 
 OPCODE_QUERY = 0
 TYPE_OPT = 41
+TYPE_TSIG = 250
+TYPE_SIG = 24
 MAX_NAME_WIRE = 255
+
+OPTION_NSID = 3
+OPTION_ECS = 8
+OPTION_COOKIE = 10
+OPTION_KEEPALIVE = 11
+OPTION_EDE = 15
+
+FORMERR = 1
+NOTIMP = 4
+NOTAUTH = 9
+
+_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSubnet:
+    """An EDNS Client Subnet option (RFC 7871), validated."""
+
+    family: int
+    source: int
+    address: str
+    """The subnet's address, zero-padded to a full address."""
+    raw: bytes
+    """FAMILY, SOURCE and ADDRESS as sent, echoed back with our SCOPE."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +67,21 @@ class Opt:
     version: int
     do: bool
     options: tuple[tuple[int, bytes], ...] = ()
+    subnet: ClientSubnet | None = None
+    cookie: bytes | None = None
+    """The client cookie (8 octets) and the server cookie it sent back, if any."""
+    nsid: bool = False
+    keepalive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tsig:
+    """A TSIG record from the query: enough to say BADKEY in the form RFC 8945 asks."""
+
+    owner: bytes
+    algorithm: bytes
+    time_signed: bytes
+    fudge: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +95,7 @@ class Query:
     qtype: int
     qclass: int
     opt: Opt | None = None
+    tsig: Tsig | None = None
 
     @property
     def rd(self) -> bool:
@@ -70,7 +115,7 @@ class Rejected:
     rcode: int
     reason: str
     question: bytes = b""
-    opt: Opt | None = field(default=None)
+    opt: Opt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +125,8 @@ class Dropped:
 
 Parsed = Query | Rejected | Dropped
 
-FORMERR = 1
-NOTIMP = 4
-
-_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+# An OPT that could not be read still gets an OPT in the FORMERR (RFC 6891 section 7).
+_BARE_OPT = Opt(udp_size=512, ext_rcode=0, version=0, do=False)
 
 
 def _name(data: bytes, offset: int) -> tuple[tuple[bytes, ...], int] | str:
@@ -109,7 +152,7 @@ def _name(data: bytes, offset: int) -> tuple[tuple[bytes, ...], int] | str:
 
 
 def _skip_name(data: bytes, offset: int) -> int | None:
-    """The offset after a possibly compressed name (pointers end it), or None."""
+    """The offset after a possibly compressed name (a pointer ends it), or None."""
     end = len(data)
     total = 1
     while offset < end:
@@ -127,8 +170,32 @@ def _skip_name(data: bytes, offset: int) -> int | None:
     return None
 
 
+def _subnet(data: bytes) -> ClientSubnet | str:
+    if len(data) < 4:
+        return "client subnet option is too short"
+    family, source, scope = struct.unpack_from("!HBB", data)
+    width = {1: 32, 2: 128}.get(family)
+    if width is None:
+        return f"client subnet family {family} is unknown"
+    if source > width:
+        return f"client subnet prefix /{source} is too long for family {family}"
+    if scope != 0:
+        return "client subnet SCOPE must be 0 in a query"
+    address = data[4:]
+    if len(address) != (source + 7) // 8:
+        return f"client subnet /{source} needs {(source + 7) // 8} address octets"
+    if source % 8 and address[-1] & (0xFF >> (source % 8)):
+        return "client subnet address has bits set past its prefix"
+    padded = address + bytes(width // 8 - len(address))
+    text = str(ipaddress.ip_address(padded))
+    return ClientSubnet(family, source, text, data[:2] + data[2:3] + address)
+
+
 def _opt(ttl: int, rclass: int, rdata: bytes) -> Opt | str:
     options = []
+    subnet: ClientSubnet | None = None
+    cookie: bytes | None = None
+    nsid = keepalive = False
     pos = 0
     while pos < len(rdata):
         if pos + 4 > len(rdata):
@@ -137,15 +204,91 @@ def _opt(ttl: int, rclass: int, rdata: bytes) -> Opt | str:
         pos += 4
         if pos + length > len(rdata):
             return "OPT option runs past its record"
-        options.append((code, rdata[pos : pos + length]))
+        value = rdata[pos : pos + length]
         pos += length
+        options.append((code, value))
+        if code == OPTION_ECS:
+            if subnet is not None:
+                return "more than one client subnet option"
+            parsed = _subnet(value)
+            if isinstance(parsed, str):
+                return parsed
+            subnet = parsed
+        elif code == OPTION_COOKIE:
+            if not (length == 8 or 16 <= length <= 40):
+                return f"a cookie of {length} octets (RFC 7873: 8, or 16 to 40)"
+            cookie = value
+        elif code == OPTION_NSID:
+            nsid = True
+        elif code == OPTION_KEEPALIVE:
+            keepalive = True
     return Opt(
         udp_size=rclass,
         ext_rcode=ttl >> 24,
         version=(ttl >> 16) & 0xFF,
         do=bool(ttl & 0x8000),
         options=tuple(options),
+        subnet=subnet,
+        cookie=cookie,
+        nsid=nsid,
+        keepalive=keepalive,
     )
+
+
+def _tsig(data: bytes, owner_at: int, rdata: bytes) -> Tsig | str:
+    owner_end = _skip_name(data, owner_at)
+    if owner_end is None or data[owner_end - 1] != 0:
+        return "TSIG owner name is malformed or compressed"
+    algorithm_end = _skip_name(rdata, 0)
+    if algorithm_end is None or rdata[algorithm_end - 1] != 0 or algorithm_end + 10 > len(rdata):
+        return "TSIG record is malformed"
+    time_signed = rdata[algorithm_end : algorithm_end + 6]
+    (fudge,) = struct.unpack_from("!H", rdata, algorithm_end + 6)
+    return Tsig(data[owner_at:owner_end], rdata[:algorithm_end], time_signed, fudge)
+
+
+@dataclass(frozen=True, slots=True)
+class _Additional:
+    opt: Opt | None = None
+    tsig: Tsig | None = None
+    end: int = 0
+    error: str | None = None
+
+
+def _additional(data: bytes, offset: int, count: int) -> _Additional:
+    """OPT and TSIG from the additional section and the offset after it, or why not."""
+    opt: Opt | None = None
+    tsig: Tsig | None = None
+    for index in range(count):
+        start = _skip_name(data, offset)
+        if start is None or start + RR_FIXED.size > len(data):
+            return _Additional(opt, error="additional record is malformed")
+        rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, start)
+        rdata_at = start + RR_FIXED.size
+        if rdata_at + rdlen > len(data):
+            bare = opt or (_BARE_OPT if rtype == TYPE_OPT else None)
+            return _Additional(bare, error="record data runs past the end")
+        rdata = data[rdata_at : rdata_at + rdlen]
+        if rtype == TYPE_OPT:
+            if opt is not None:
+                return _Additional(opt, error="more than one OPT record")
+            if data[offset] != 0 or start != offset + 1:
+                return _Additional(_BARE_OPT, error="OPT owner is not the root")
+            decoded = _opt(ttl, rclass, rdata)
+            if isinstance(decoded, str):
+                return _Additional(Opt(512, 0, 0, bool(ttl & 0x8000)), error=decoded)
+            opt = decoded
+        elif rtype == TYPE_TSIG:
+            if index != count - 1:
+                return _Additional(opt, error="TSIG is not the last record")
+            signed = _tsig(data, offset, rdata)
+            if isinstance(signed, str):
+                return _Additional(opt, error=signed)
+            tsig = signed
+        elif rtype != TYPE_SIG:
+            return _Additional(opt, error=f"a record of type {rtype} has no place in a query")
+        offset = rdata_at + rdlen
+    return _Additional(opt, tsig, offset)
 
 
 def parse(data: bytes) -> Parsed:
@@ -157,6 +300,12 @@ def parse(data: bytes) -> Parsed:
     opcode = (flags >> 11) & 0xF
     if opcode != OPCODE_QUERY:
         return Rejected(ident, flags, NOTIMP, f"opcode {opcode} not implemented")
+    if ancount or nscount or arcount > 2:
+        return Rejected(ident, flags, FORMERR, "unexpected records in a query")
+    if qdcount == 0:
+        # Still read the OPT, so the FORMERR carries one (RFC 6891 section 7).
+        extra = _additional(data, HEADER.size, arcount)
+        return Rejected(ident, flags, FORMERR, "QDCOUNT is 0", opt=extra.opt)
     if qdcount != 1:
         return Rejected(ident, flags, FORMERR, f"QDCOUNT is {qdcount}, not 1")
     parsed = _name(data, HEADER.size)
@@ -167,31 +316,10 @@ def parse(data: bytes) -> Parsed:
         return Rejected(ident, flags, FORMERR, "question type and class are missing")
     qtype, qclass = struct.unpack_from("!HH", data, offset)
     question = data[HEADER.size : offset + 4]
-    offset += 4
-    if ancount or nscount or arcount > 2:
-        return Rejected(ident, flags, FORMERR, "unexpected records in a query", question)
-    opt: Opt | None = None
-    for _ in range(arcount):
-        start = _skip_name(data, offset)
-        if start is None or start + RR_FIXED.size > len(data):
-            return Rejected(ident, flags, FORMERR, "additional record is malformed", question, opt)
-        rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, start)
-        rdata_at = start + RR_FIXED.size
-        if rdata_at + rdlen > len(data):
-            return Rejected(ident, flags, FORMERR, "record data runs past the end", question, opt)
-        if rtype == TYPE_OPT:
-            if opt is not None:
-                return Rejected(ident, flags, FORMERR, "more than one OPT record", question, opt)
-            if data[offset] != 0 or start != offset + 1:
-                return Rejected(ident, flags, FORMERR, "OPT owner is not the root", question)
-            decoded = _opt(ttl, rclass, data[rdata_at : rdata_at + rdlen])
-            if isinstance(decoded, str):
-                # Answer FORMERR with an OPT, since the query did carry one (RFC 6891 §7).
-                return Rejected(
-                    ident, flags, FORMERR, decoded, question, Opt(512, 0, 0, bool(ttl & 0x8000))
-                )
-            opt = decoded
-        offset = rdata_at + rdlen
-    if offset != len(data):
-        return Rejected(ident, flags, FORMERR, "trailing bytes after the message", question, opt)
-    return Query(ident, flags, question, labels, qtype, qclass, opt)
+    extra = _additional(data, offset + 4, arcount)
+    if extra.error is not None:
+        return Rejected(ident, flags, FORMERR, extra.error, question, extra.opt)
+    if extra.end != len(data):
+        reason = "trailing bytes after the message"
+        return Rejected(ident, flags, FORMERR, reason, question, extra.opt)
+    return Query(ident, flags, question, labels, qtype, qclass, extra.opt, extra.tsig)

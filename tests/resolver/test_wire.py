@@ -43,7 +43,7 @@ def test_case_is_folded_for_lookup_but_kept_in_the_question() -> None:
 def test_opt_is_read() -> None:
     parsed = wire.parse(header(ar=1) + Q + opt(4096, 0x8000, b"\x00\x03\x00\x00"))
     assert isinstance(parsed, wire.Query)
-    assert parsed.opt == wire.Opt(4096, 0, 0, True, ((3, b""),))
+    assert parsed.opt == wire.Opt(4096, 0, 0, True, ((3, b""),), nsid=True)
 
 
 @pytest.mark.parametrize(
