@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import ValidationError
 
 from registry import views
@@ -34,21 +35,59 @@ TOPOLOGY: web.AppKey[Topology] = web.AppKey("topology", Topology)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Metrics:
+    """The registry's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "globaldns_registry_requests",
+            "API requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.reports = Counter(
+            "globaldns_registry_reports",
+            "whole-state reports stored, by cluster",
+            ["cluster"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "globaldns_registry_store_errors",
+            "requests that failed on Redis",
+            registry=self.registry,
+        )
+
+
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+
 def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
     try:
-        return await handler(request)
+        response = await handler(request)
     except StoreError as exc:
         log.warning("redis unavailable", path=request.path, error=str(exc))
-        return error(503, "registry store unavailable, retry", detail=str(exc))
+        metrics.store_errors.inc()
+        response = error(503, "registry store unavailable, retry", detail=str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            return error(exc.status, exc.reason)
-        raise
+            response = error(exc.status, exc.reason)
+        elif exc.status >= 400:
+            response = web.Response(
+                status=exc.status, text=exc.text, content_type="application/json"
+            )
+        else:
+            raise
+    metrics.requests.labels(name, str(response.status)).inc()
+    return response
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -130,6 +169,7 @@ async def post_report(request: web.Request) -> web.Response:
         generation = await request.app[STORE].write_report(cluster, region, report)
     except StaleReport as exc:
         return error(409, str(exc), stored_seq=exc.stored_seq)
+    request.app[METRICS].reports.labels(cluster).inc()
     log.info(
         "report stored",
         cluster=cluster,
@@ -211,6 +251,11 @@ async def delete_drain(request: web.Request) -> web.Response:
     return web.json_response({"cluster": cluster, "state": "active", "was_drained": existed})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, content_type="text/plain")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -228,6 +273,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[SETTINGS] = settings
     app[TOPOLOGY] = topology
     app[STORE] = store
+    app[METRICS] = Metrics()
     app.router.add_post("/v1/reports", post_report)
     app.router.add_post("/v1/heartbeats", post_heartbeat)
     app.router.add_get("/v1/clusters", get_clusters)
@@ -235,6 +281,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app.router.add_get("/v1/services/{namespace}/{name}", get_service)
     app.router.add_post("/v1/clusters/{name}/drain", post_drain)
     app.router.add_delete("/v1/clusters/{name}/drain", delete_drain)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

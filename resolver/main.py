@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
 from registry import store as store_mod
 from registry import topology as topology_mod
@@ -23,6 +24,7 @@ from registry.http import running
 from registry.topology import Topology
 from resolver import sockets
 from resolver.geo import Locator
+from resolver.metrics import ResolverCollector
 from resolver.respond import Options, Responder
 from resolver.rrl import RrlConfig
 from resolver.server import TcpServer, UdpServer
@@ -93,7 +95,14 @@ def http_app(responder: Responder, follower: Follower) -> web.Application:
             }
         )
 
+    registry = CollectorRegistry()
+    registry.register(ResolverCollector(responder, follower))
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
     app = web.Application()
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/status", status)

@@ -170,3 +170,13 @@ async def test_bad_token_configuration_is_refused(redis_url: str, tokens: dict[s
     )
     with pytest.raises(ConfigError, match="GLOBALDNS_CLUSTER_TOKENS"):
         check(settings, topology())
+
+
+async def test_metrics_count_reports_and_requests(redis_url: str) -> None:
+    async with registry(redis_url) as api, aiohttp.ClientSession() as s:
+        await call(s, "POST", f"{api}/v1/reports", US, report())
+        await call(s, "POST", f"{api}/v1/reports", None, report())
+        async with s.get(f"{api}/metrics") as response:
+            text = await response.text()
+    assert 'globaldns_registry_reports_total{cluster="us-east-prod"} 1.0' in text
+    assert 'globaldns_registry_requests_total{route="/v1/reports",status="401"} 1.0' in text

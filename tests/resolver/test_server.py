@@ -144,6 +144,11 @@ async def test_redis_death_and_empty_restart_never_break_answers(own_redis: Redi
             status = await r.json()
         assert status["sync_errors"] >= 1
         assert sorted(status["live_clusters"]) == sorted(PREFIX)
+        async with s.get(f"http://127.0.0.1:{bound.http_port}/metrics") as r:
+            metrics = await r.text()
+        assert "globaldns_resolver_sync_errors_total" in metrics
+        assert 'globaldns_resolver_responses_total{rcode="noerror"}' in metrics
+        assert "globaldns_resolver_live_clusters 3.0" in metrics
 
 
 async def test_tcp_pipelining_and_zero_length(redis_url: str) -> None:

@@ -1,0 +1,81 @@
+"""Prometheus metrics for the resolver, read from counters the hot path keeps anyway.
+
+The query path only increments plain dict counters (``Responder.stats``); this collector
+turns them into metrics when Prometheus scrapes, so observability costs nothing per query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from resolver.respond import Responder
+from resolver.sync import Follower
+
+RCODES = ("noerror", "nxdomain", "refused", "formerr", "servfail", "notimp")
+EVENTS = (
+    "dropped",
+    "truncated",
+    "badvers",
+    "notauth",
+    "internal_error",
+    "tcp_refused",
+    "udp_recv_error",
+    "udp_send_error",
+)
+
+
+class ResolverCollector(Collector):
+    def __init__(self, responder: Responder, follower: Follower) -> None:
+        self.responder = responder
+        self.follower = follower
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.responder.stats
+        responses = CounterMetricFamily(
+            "globaldns_resolver_responses", "DNS responses sent, by rcode", labels=["rcode"]
+        )
+        for rcode in RCODES:
+            responses.add_metric([rcode], stats.get(rcode, 0))
+        yield responses
+        events = CounterMetricFamily(
+            "globaldns_resolver_events", "unusual queries and socket errors", labels=["event"]
+        )
+        for event in EVENTS:
+            events.add_metric([event], stats.get(event, 0))
+        yield events
+        if self.responder.limiter is not None:
+            rrl = CounterMetricFamily(
+                "globaldns_resolver_rrl", "responses held back by rate limiting", labels=["action"]
+            )
+            for action, count in self.responder.limiter.stats.items():
+                rrl.add_metric([action], count)
+            yield rrl
+        snap = self.responder.snapshot
+        yield GaugeMetricFamily(
+            "globaldns_resolver_snapshot_generation",
+            "registry generation answered from",
+            value=snap.generation,
+        )
+        yield GaugeMetricFamily(
+            "globaldns_resolver_snapshot_services",
+            "services in the snapshot",
+            value=len(snap.services),
+        )
+        yield GaugeMetricFamily(
+            "globaldns_resolver_live_clusters",
+            "clusters whose lease is fresh",
+            value=len(snap.live),
+        )
+        age = time.monotonic() - self.follower.last_sync_monotonic if self.follower.syncs else -1
+        yield GaugeMetricFamily(
+            "globaldns_resolver_sync_age_seconds",
+            "seconds since the last successful read of the registry (-1: never)",
+            value=age,
+        )
+        yield CounterMetricFamily(
+            "globaldns_resolver_sync_errors", "failed registry reads", value=self.follower.errors
+        )
