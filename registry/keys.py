@@ -14,6 +14,7 @@ key                            type    holds
 ``gdns:cluster:<c>``           hash    ``region``, ``seq``, ``last_seen_ms`` (lease)
 ``gdns:cluster:<c>:services``  hash    ``<namespace>/<name>`` → the service record (JSON)
 ``gdns:drains``                hash    ``<cluster>`` → the drain (JSON): survives reports
+``gdns:policies``              hash    ``<namespace>/<name>`` → an operator's policy (JSON)
 =============================  ======  =====================================================
 """
 
@@ -24,6 +25,7 @@ GENERATION = PREFIX + "gen"
 CHANGES = PREFIX + "chg"
 CLUSTERS = PREFIX + "clusters"
 DRAINS = PREFIX + "drains"
+POLICIES = PREFIX + "policies"
 
 STREAM_MAXLEN = 10_000
 

@@ -38,6 +38,11 @@ class Region(Frozen):
     name: Label
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
+    jurisdiction: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]{1,32}$",
+        description="legal area for residency fences (e.g. eu); none: unfenced",
+    )
 
 
 class Port(Frozen):
@@ -87,6 +92,62 @@ class Endpoint(Frozen):
         return ipaddress.ip_address(self.address).version
 
 
+PolicyKind = Literal["geo", "failover", "weighted", "all", "residency"]
+AllUnhealthy = Literal["last_known_good", "all", "none"]
+
+
+class Policy(Frozen):
+    """How a service's answers are chosen (see ``resolver.policy`` for each kind)."""
+
+    kind: PolicyKind = "geo"
+    order: tuple[Label, ...] = Field(
+        default=(), max_length=64, description="failover: clusters or regions, first preferred"
+    )
+    weights: dict[Label, int] = Field(
+        default_factory=dict, description="weighted: cluster -> weight (0 to 10000)"
+    )
+    min_healthy: int = Field(
+        default=1, ge=1, le=1000, description="spill past a region with fewer healthy endpoints"
+    )
+    min_healthy_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="spill past a region with a smaller healthy share"
+    )
+    spill_hold_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="a spilled region must have enough capacity this long to come back",
+    )
+    when_all_unhealthy: AllUnhealthy = Field(
+        default="last_known_good",
+        description="answer when nothing is healthy: last_known_good, all, or none (NODATA)",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> Policy:
+        if self.kind == "failover" and not self.order:
+            raise ValueError("a failover policy needs 'order': clusters or regions to try")
+        if self.kind == "weighted":
+            if not self.weights or sum(self.weights.values()) <= 0:
+                raise ValueError("a weighted policy needs 'weights' with a positive total")
+            if any(not 0 <= w <= 10000 for w in self.weights.values()):
+                raise ValueError("weights are whole numbers from 0 to 10000")
+        return self
+
+    @property
+    def capacity_aware(self) -> bool:
+        return self.min_healthy > 1 or self.min_healthy_fraction > 0
+
+
+class PolicyOverride(Frozen):
+    """An operator's policy for a service, set through the API; wins over annotations."""
+
+    policy: Policy
+    reason: str = Field(default="", max_length=500)
+    by: str = Field(default="", max_length=100)
+    at_ms: int = 0
+
+
 class Service(Frozen):
     """A service as one cluster exports it: ``<name>.<namespace>``."""
 
@@ -95,6 +156,9 @@ class Service(Frozen):
     ports: tuple[Port, ...] = ()
     endpoints: tuple[Endpoint, ...] = Field(default=(), max_length=MAX_ENDPOINTS_PER_SERVICE)
     ttl: int | None = Field(default=None, ge=1, le=300, description="answer TTL in seconds")
+    policy: Policy | None = Field(
+        default=None, description="from the service's globaldns.io/* annotations"
+    )
 
     @property
     def key(self) -> str:
@@ -163,6 +227,8 @@ class RegistryView(Frozen):
     now_ms: int
     clusters: tuple[ClusterState, ...]
     stream_id: str = "0-0"
+    policies: dict[str, PolicyOverride] = Field(default_factory=dict)
+    """Operator overrides by ``<namespace>/<name>``."""
 
 
 def service_key(namespace: str, name: str) -> str:

@@ -29,7 +29,14 @@ from redis.exceptions import RedisError, WatchError
 
 from registry import keys
 from registry.errors import StaleReport, StoreError
-from registry.model import ClusterState, Drain, RegistryView, Report, Service
+from registry.model import (
+    ClusterState,
+    Drain,
+    PolicyOverride,
+    RegistryView,
+    Report,
+    Service,
+)
 
 T = TypeVar("T")
 
@@ -170,6 +177,35 @@ class Store:
 
         return await self._call(work)
 
+    async def set_policy(self, service: str, override: PolicyOverride) -> int:
+        async def work() -> int:
+            stamped = override.model_copy(update={"at_ms": await self.time_ms()})
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.POLICIES, service, stamped.model_dump_json())
+                pipe.incr(keys.GENERATION)
+                _append_change(pipe, "", "policy")
+                result = await pipe.execute()
+            return int(result[1])
+
+        return await self._call(work)
+
+    async def clear_policy(self, service: str) -> bool:
+        async def work() -> bool:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(keys.POLICIES, service)
+                pipe.incr(keys.GENERATION)
+                _append_change(pipe, "", "policy")
+                result = await pipe.execute()
+            return bool(result[0])
+
+        return await self._call(work)
+
+    async def policies(self) -> dict[str, PolicyOverride]:
+        async def work() -> dict[str, PolicyOverride]:
+            return _policies(await self.redis.hgetall(keys.POLICIES))
+
+        return await self._call(work)
+
     # -- reads ----------------------------------------------------------------------
 
     async def view(self) -> RegistryView:
@@ -183,6 +219,7 @@ class Store:
                     for name in names:
                         pipe.hgetall(keys.cluster(name))
                         pipe.hgetall(keys.services(name))
+                    pipe.hgetall(keys.POLICIES)
                     pipe.hgetall(keys.DRAINS)
                     pipe.xrevrange(keys.CHANGES, count=1)
                     pipe.time()
@@ -190,6 +227,7 @@ class Store:
                     replies: list[Any] = await pipe.execute()
                 if int(replies[-1] or 0) != generation:
                     continue
+                policies = _policies(replies[-5])
                 drains = _drains(replies[-4])
                 last = replies[-3]
                 seconds, micros = replies[-2]
@@ -202,6 +240,7 @@ class Store:
                     now_ms=int(seconds) * 1000 + int(micros) // 1000,
                     clusters=clusters,
                     stream_id=last[0][0] if last else "0-0",
+                    policies=policies,
                 )
             raise StoreError("registry changes too fast for a consistent read")
 
@@ -296,6 +335,16 @@ def _drain(raw: str) -> Drain | None:
         return Drain.model_validate_json(raw)
     except ValidationError:
         return Drain(reason="(unreadable drain record)")
+
+
+def _policies(raw: Mapping[str, str]) -> dict[str, PolicyOverride]:
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[key] = PolicyOverride.model_validate_json(value)
+        except ValidationError:
+            continue  # unreadable by this version: the annotations apply instead
+    return out
 
 
 def _drains(raw: Mapping[str, str]) -> dict[str, Drain]:

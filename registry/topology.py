@@ -30,6 +30,9 @@ class ClusterSpec(Frozen):
 class Network(Frozen):
     cidr: str
     region: Label
+    cluster: Label | None = Field(
+        default=None, description="the cluster this network is (its nodes and pods), if any"
+    )
 
     @field_validator("cidr")
     @classmethod
@@ -59,6 +62,9 @@ class Topology(Frozen):
             raise ValueError(f"default_region: unknown region {self.default_region!r}")
         return self
 
+    def jurisdictions(self) -> dict[str, str | None]:
+        return {region.name: region.jurisdiction for region in self.regions}
+
     def region_of(self, cluster: str) -> str | None:
         for spec in self.clusters:
             if spec.name == cluster:
@@ -76,9 +82,15 @@ def parse(document: dict[str, Any], *, origin: str = "topology") -> Topology:
             {"name": name, **(spec or {})}
             for name, spec in (document.get("clusters") or {}).items()
         ]
+        cluster_regions = {
+            name: (spec or {}).get("region")
+            for name, spec in (document.get("clusters") or {}).items()
+        }
         networks = [
-            {"cidr": cidr, "region": region}
-            for cidr, region in (document.get("networks") or {}).items()
+            {"cidr": cidr, "region": cluster_regions[target], "cluster": target}
+            if target in cluster_regions
+            else {"cidr": cidr, "region": target}
+            for cidr, target in (document.get("networks") or {}).items()
         ]
         unknown = set(document) - {"regions", "clusters", "networks", "default_region"}
         if unknown:

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dnslib import AAAA, NS, QTYPE, RR, SOA, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import AAAA, NS, QTYPE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 from resolver import wire
 
@@ -63,6 +63,10 @@ def a_or_aaaa(owner: Sequence[bytes], address: str, ttl: int) -> RR:
     if ipaddress.ip_address(address).version == 4:
         return RR(label(owner), TYPE_A, ttl=ttl, rdata=A(address))
     return RR(label(owner), TYPE_AAAA, ttl=ttl, rdata=AAAA(address))
+
+
+def txt(owner: Sequence[bytes], strings: Sequence[str], ttl: int = 0) -> RR:
+    return RR(label(owner), QTYPE.TXT, ttl=ttl, rdata=TXT([s.encode() for s in strings]))
 
 
 def soa(zone: Sequence[bytes], fields: SoaFields) -> RR:

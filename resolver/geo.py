@@ -26,21 +26,32 @@ class Location:
     source: str
     prefix_len: int
     """Length of the configured network that matched (0: none did)."""
+    cluster: str | None = None
+    """The cluster the matched network belongs to, when it names one."""
 
 
 class Locator:
-    def __init__(self, networks: Iterable[tuple[str, str]], default_region: str | None) -> None:
+    def __init__(
+        self,
+        networks: Iterable[tuple[str, str] | tuple[str, str, str | None]],
+        default_region: str | None,
+    ) -> None:
         self.default_region = default_region
-        tables: dict[tuple[int, int], dict[int, str]] = {}
+        tables: dict[tuple[int, int], dict[int, tuple[str, str | None]]] = {}
         self._networks: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-        for cidr, region in networks:
+        for network in networks:
+            cidr, region = network[0], network[1]
+            cluster = network[2] if len(network) > 2 else None
             net = ipaddress.ip_network(cidr, strict=True)
             bits = net.max_prefixlen
             key = int(net.network_address) >> (bits - net.prefixlen) if net.prefixlen else 0
-            tables.setdefault((net.version, net.prefixlen), {})[key] = region
+            tables.setdefault((net.version, net.prefixlen), {})[key] = (region, cluster)
             self._networks[net.version].append((int(net.network_address), net.prefixlen))
         # Longest prefix first, per address family.
-        self._order: dict[int, list[tuple[int, int, dict[int, str]]]] = {4: [], 6: []}
+        self._order: dict[int, list[tuple[int, int, dict[int, tuple[str, str | None]]]]] = {
+            4: [],
+            6: [],
+        }
         for (version, plen), table in sorted(tables.items(), key=lambda kv: -kv[0][1]):
             bits = 32 if version == 4 else 128
             self._order[version].append((plen, bits - plen, table))
@@ -61,9 +72,9 @@ class Locator:
             return Location(self.default_region, "default (unparsable address)", 0)
         value = int(ip)
         for plen, shift, table in self._order[ip.version]:
-            region = table.get(value >> shift if plen else 0)
-            if region is not None:
-                return Location(region, f"{source} in a configured /{plen}", plen)
+            found = table.get(value >> shift if plen else 0)
+            if found is not None:
+                return Location(found[0], f"{source} in a configured /{plen}", plen, found[1])
         return Location(self.default_region, "default region (no configured network)", 0)
 
     def scope(self, address: str, location: Location) -> int:

@@ -16,12 +16,14 @@ import hashlib
 import hmac
 import ipaddress
 import itertools
+import socket
 import struct
 import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from registry.model import Region
 from resolver import answers, policy, wire
@@ -35,7 +37,7 @@ from resolver.answers import (
     Packed,
     SoaFields,
 )
-from resolver.geo import Locator, region_order
+from resolver.geo import Location, Locator, region_order
 from resolver.rrl import Action, RateLimiter, RrlConfig
 from resolver.snapshot import EMPTY, Snapshot
 from resolver.zone import Zone
@@ -44,6 +46,8 @@ CLASS_IN = 1
 TYPE_IXFR, TYPE_AXFR, TYPE_MAILB, TYPE_MAILA = 251, 252, 253, 254
 META_TYPES = {wire.TYPE_OPT, 249, 250}  # OPT, TKEY, TSIG: never asked for
 MAX_CACHED_NAMES = 50_000
+TYPE_TXT = 16
+STICKY_V4, STICKY_V6 = 24, 56
 
 
 @dataclass(slots=True)
@@ -59,14 +63,21 @@ class Choice:
 
 @dataclass(slots=True)
 class Located:
-    """An answer that depends on the client's region: decided per region, lazily."""
+    """An answer that depends on the client: decided per client bucket, lazily.
+
+    The bucket is what the service's policy looks at — the client's region and cluster
+    for geo, failover and residency, the subnet's weighted pick for weighted, nothing
+    for all — so every client in a bucket gets the same pre-packed answers.
+    """
 
     owner: str
     family: int
     labels: tuple[bytes, ...]
     qtype: int
     qclass: int
-    by_region: dict[str | None, Choice] = field(default_factory=dict)
+    pinned: str | None = None
+    """``<cluster>.<service>.<namespace>``: only that cluster's endpoints."""
+    by_bucket: dict[object, Choice] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ class Responder:
         self.stats: Counter[str] = Counter()
         self.last_error: str | None = None
         self.limiter = RateLimiter(self.options.rrl) if self.options.rrl else None
+        self._jurisdictions = {r.name: r.jurisdiction for r in self.regions}
         trusted = tuple(ipaddress.ip_network(n) for n in self.options.ecs_trusted)
         self._trust_all = {n.version for n in trusted if n.prefixlen == 0} == {4, 6}
         self._trusted = trusted
@@ -153,6 +165,8 @@ class Responder:
             return self._finish(
                 query, answers.Packed(wire.QR, 0, 0, 0, b""), tcp, client, ext_rcode=1
             )
+        if query.labels[:1] == (b"_explain",) and query.qtype == TYPE_TXT:
+            return self._finish(query, self._explain_txt(query, client), tcp, client)
         key = (query.labels, query.qtype, query.qclass)
         entry = self._cache.get(key)
         if entry is None:
@@ -164,17 +178,14 @@ class Responder:
         if isinstance(entry, Static):
             variants = entry.variants
         else:
-            subnet = opt.subnet if opt is not None else None
-            where, source = client, "source address"
-            if subnet is not None and subnet.source > 0 and self._trusts(client):
-                where, source = subnet.address, "client subnet"
-            location = self.locator.locate(where, source=source)
-            choice = entry.by_region.get(location.region)
+            where, source = self._where(query, client)
+            bucket, who, location = self._client(entry, where, source)
+            choice = entry.by_bucket.get(bucket)
             if choice is None:
-                choice = entry.by_region[location.region] = self._geo(entry, location.region)
+                choice = entry.by_bucket[bucket] = self._choose(entry, who)
             variants = choice.variants
             if source == "client subnet" and choice.location_dependent:
-                scope = self.locator.scope(where, location)
+                scope = self._scope(entry, where, location)
         packed = variants[next(self._turn) % len(variants)] if len(variants) > 1 else variants[0]
         self.stats[_RCODE_NAMES.get(packed.flags & 0xF, "other")] += 1
         return self._finish(query, packed, tcp, client, scope=scope)
@@ -354,11 +365,17 @@ class Responder:
                 return Static((answers.pack(labels, qtype, qclass, answers=records),))
             return self._negative(labels, qtype, qclass, NOERROR)
         owner = b".".join(relative).decode("latin-1")
+        pinned = None
+        if depth == 3 and owner.partition(".")[2] in self.snapshot.services:
+            cluster, _, rest = owner.partition(".")
+            entry = self.snapshot.services[rest]
+            if any(c.cluster == cluster for c in entry.candidates):
+                owner, pinned = rest, cluster
         if owner in self.snapshot.services:
             family = {answers.TYPE_A: 4, answers.TYPE_AAAA: 6, answers.TYPE_ANY: 4}.get(qtype)
             if family is None:
                 return self._negative(labels, qtype, qclass, NOERROR)
-            return Located(owner, family, labels, qtype, qclass)
+            return Located(owner, family, labels, qtype, qclass, pinned)
         if depth == 1 and relative[0].decode("latin-1") in self.snapshot.namespaces:
             return self._negative(labels, qtype, qclass, NOERROR)  # empty non-terminal
         return self._negative(labels, qtype, qclass, NXDOMAIN)
@@ -382,19 +399,67 @@ class Responder:
             order = self._orders[region] = region_order(region, self.regions)
         return order
 
-    def _geo(self, entry: Located, region: str | None) -> Choice:
+    # -- policy ------------------------------------------------------------------------
+
+    def _where(self, query: wire.Query, client: str) -> tuple[str, str]:
+        """The address that locates the client: a trusted client subnet, else the source."""
+        subnet = query.opt.subnet if query.opt is not None else None
+        if subnet is not None and subnet.source > 0 and self._trusts(client):
+            return subnet.address, "client subnet"
+        return client, "source address"
+
+    def _client(
+        self, entry: Located, where: str, source: str
+    ) -> tuple[object, policy.Client, Location]:
+        location = self.locator.locate(where, source=source)
+        if entry.pinned is not None:
+            return None, policy.Client(), location
         service = self.snapshot.services[entry.owner]
-        decision = policy.geo(service, entry.family, self._order(region))
+        kind = service.policy.kind
+        if kind == "all":
+            return None, policy.Client(), location
+        region, cluster = location.region, location.cluster
+        who = policy.Client(
+            region=region,
+            cluster=cluster,
+            jurisdiction=self._jurisdictions.get(region) if region else None,
+        )
+        if kind == "weighted":
+            pick = policy.weighted_pick(service, entry.family, _subnet_of(where))
+            return (pick, region, cluster), replace(who, pick=pick), location
+        return (region, cluster), who, location
+
+    def _scope(self, entry: Located, where: str, location: Location) -> int:
+        service = self.snapshot.services[entry.owner]
+        if service.policy.kind == "weighted":
+            return STICKY_V6 if ":" in where else STICKY_V4
+        return self.locator.scope(where, location)
+
+    def decision(self, entry: Located, who: policy.Client) -> policy.Decision:
+        service = self.snapshot.services[entry.owner]
+        if entry.pinned is not None:
+            return policy.pinned(service, entry.family, entry.pinned)
+        return policy.decide(
+            service,
+            entry.family,
+            who,
+            order=self._order(who.region),
+            jurisdictions=self._jurisdictions,
+        )
+
+    def _choose(self, entry: Located, who: policy.Client) -> Choice:
+        decision = self.decision(entry, who)
         if not decision.addresses:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
-            return Choice(negative.variants, False)
+            return Choice(negative.variants, decision.location_dependent)
+        ttl = self.snapshot.services[entry.owner].ttl
         return Choice(
             tuple(
                 answers.pack(
                     entry.labels,
                     entry.qtype,
                     entry.qclass,
-                    answers=[answers.a_or_aaaa(entry.labels, a, service.ttl) for a in rotation],
+                    answers=[answers.a_or_aaaa(entry.labels, a, ttl) for a in rotation],
                 )
                 for rotation in policy.rotations(decision.addresses)
             ),
@@ -402,11 +467,113 @@ class Responder:
         )
 
     def decide(self, owner: str, family: int, region: str | None) -> policy.Decision | None:
-        """The decision for a service as a client in ``region`` gets it (for explaining)."""
+        """The decision for ``owner`` as a client in ``region`` gets it (zone export)."""
         service = self.snapshot.services.get(owner)
         if service is None:
             return None
-        return policy.geo(service, family, self._order(region))
+        entry = Located(owner, family, (), 0, 0)
+        who = policy.Client(region=region, jurisdiction=self._jurisdictions.get(region or ""))
+        if service.policy.kind == "weighted":
+            who = replace(who, pick=policy.weighted_pick(service, family, 0))
+        return self.decision(entry, who)
+
+    # -- explaining ---------------------------------------------------------------------
+
+    def explain(
+        self, name: str, qtype: int, client: str, subnet: str | None = None
+    ) -> dict[str, Any]:
+        """Why ``client`` (or a client in ``subnet``) gets the answer it gets, step by step."""
+        labels = tuple(p.encode().lower() for p in name.strip(".").split(".") if p)
+        snap = self.snapshot
+        out: dict[str, Any] = {
+            "name": name.strip(".") + ".",
+            "type": {1: "A", 28: "AAAA"}.get(qtype, str(qtype)),
+            "client": client,
+            "generation": snap.generation,
+        }
+        where, source = (subnet, "client subnet") if subnet else (client, "source address")
+        entry = self._decide(labels, qtype, CLASS_IN)
+        if isinstance(entry, Static):
+            packed = entry.variants[0]
+            out["rcode"] = _RCODE_NAMES.get(packed.flags & 0xF, "other").upper()
+            out["reason"] = "not a service name: answered from the zone itself"
+            return out
+        _bucket, who, location = self._client(entry, where, source)
+        decision = self.decision(entry, who)
+        service = snap.services[entry.owner]
+        out.update(
+            location={
+                "address": where,
+                "source": location.source,
+                "region": location.region,
+                "cluster": location.cluster,
+                "jurisdiction": who.jurisdiction,
+            },
+            service=service.key,
+            policy=service.policy.model_dump(),
+            policy_source=service.policy_source,
+            region_order=list(self._order(who.region)),
+            branch=decision.branch,
+            reason=decision.reason,
+            trace=list(decision.trace),
+            rcode="NOERROR",
+            answer=list(decision.addresses[: policy.MAX_ANSWERS]),
+            rotated_among=list(decision.addresses),
+            ttl=service.ttl,
+            candidates=[
+                {
+                    "address": c.address,
+                    "cluster": c.cluster,
+                    "region": c.region,
+                    "healthy": c.healthy,
+                    "reasons": list(c.reasons),
+                    "chosen": c.address in decision.addresses,
+                }
+                for c in service.candidates
+                if c.family == entry.family
+            ],
+        )
+        if who.pick is not None:
+            out["weighted_pick"] = who.pick
+        return out
+
+    def _explain_txt(self, query: wire.Query, client: str) -> Packed:
+        """``dig TXT _explain.<name>``: the trace for the querying client, as TXT strings."""
+        name = b".".join(query.labels[1:]).decode("latin-1")
+        subnet = None
+        where, source = self._where(query, client)
+        if source == "client subnet":
+            subnet = where
+        report = self.explain(name, answers.TYPE_A, client, subnet)
+        lines = [f"answer={','.join(report.get('answer', [])) or '-'} rcode={report['rcode']}"]
+        if "location" in report:
+            loc = report["location"]
+            lines += [
+                f"client={loc['address']} via {loc['source']} region={loc['region']}"
+                f" cluster={loc['cluster']} jurisdiction={loc['jurisdiction']}",
+                f"policy={report['policy']['kind']} ({report['policy_source']})",
+                f"branch={report['branch']} reason={report['reason']}",
+                f"order={','.join(report['region_order'])}",
+                f"ttl={report['ttl']} generation={report['generation']}",
+                *report["trace"][1:],
+            ]
+            if "weighted_pick" in report:
+                lines.append(f"weighted_pick={report['weighted_pick']}")
+        else:
+            lines.append(report["reason"])
+        record = answers.txt(query.labels, [line[:255] for line in lines])
+        return answers.pack(query.labels, query.qtype, query.qclass, answers=[record])
+
+
+def _subnet_of(address: str) -> int:
+    """The client's /24 (IPv4) or /56 (IPv6) as a number: the unit of stickiness."""
+    try:
+        if ":" in address:
+            raw = int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
+            return raw >> (128 - STICKY_V6)
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big") >> (32 - STICKY_V4)
+    except OSError:
+        return 0
 
 
 def _family_matches(address: str, qtype: int) -> bool:

@@ -1,9 +1,18 @@
 """The resolver's read model: an immutable picture of the registry, judged once.
 
-A :class:`Snapshot` is built from the clusters the registry holds and the Redis time of
-the last successful sync. Health is decided here, once per snapshot, not per query. The
-snapshot is never changed after it is built: the sync task builds a new one and the
-server swaps it in whole.
+A :class:`Snapshot` is built from the clusters the registry holds, the operators' policy
+overrides and the Redis time of the last successful sync. Health is decided here, once
+per snapshot, not per query. The snapshot is never changed after it is built: the sync
+task builds a new one and the server swaps it in whole.
+
+Two things carry over from one snapshot to the next, because an answer must not depend
+on when the resolver happened to start:
+
+* ``last_good`` — per service and address family, the endpoints last known healthy, for
+  the ``last_known_good`` answer when nothing is healthy any more;
+* spillover state — a region (or cluster) that fell below a capacity-aware policy's
+  minimum stays out of the answers until it has had enough capacity for
+  ``spill_hold_s`` (hysteresis, so a flapping endpoint does not flap the answer).
 
 Clusters that a full reload no longer finds (Redis restarted empty, or failed over and
 lost the tail) are *carried over* from the previous snapshot with their old lease: their
@@ -17,9 +26,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from registry import health
-from registry.model import ClusterState
+from registry.model import ClusterState, Policy, PolicyOverride, Service
 
 DEFAULT_TTL = 5
+DEFAULT_POLICY = Policy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,18 @@ class ServiceEntry:
     name: str
     ttl: int
     candidates: tuple[Candidate, ...]
+    policy: Policy = DEFAULT_POLICY
+    policy_source: str = "default"
+    spilled: frozenset[str] = frozenset()
+    """Groups (``region:<r>``, ``cluster:<c>``) held out for lack of capacity."""
+    spill_since: Mapping[str, int] = field(default_factory=dict)
+    """Spilled groups with enough capacity again, since when (ms, Redis clock)."""
+    last_good: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    """Per address family, the endpoints last known healthy."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +74,82 @@ class Snapshot:
     namespaces: frozenset[str] = field(default_factory=frozenset)
     live: frozenset[str] = field(default_factory=frozenset)
     """Clusters whose lease was fresh at ``sync_ms``."""
+    policies: Mapping[str, PolicyOverride] = field(default_factory=dict)
 
     @property
     def loaded(self) -> bool:
         return self.sync_ms > 0
 
+    def signature(self) -> tuple[object, ...]:
+        """What answers depend on besides the records: liveness and spillover."""
+        return (
+            self.live,
+            tuple(sorted((owner, e.spilled) for owner, e in self.services.items() if e.spilled)),
+        )
+
 
 EMPTY = Snapshot(generation=0, sync_ms=0, clusters={}, services={})
 
 
+def effective_policy(
+    key: str, reported: list[tuple[str, Service]], overrides: Mapping[str, PolicyOverride]
+) -> tuple[Policy, str]:
+    """The policy in force and where it came from: override > annotation > default.
+
+    When clusters report different annotations, the first cluster by name wins and the
+    source says so: a half-finished rollout of an annotation must not flip answers.
+    """
+    override = overrides.get(key)
+    if override is not None:
+        who = f" by {override.by}" if override.by else ""
+        return override.policy, f"registry override{who}"
+    annotated = [(cluster, s.policy) for cluster, s in reported if s.policy is not None]
+    if annotated:
+        cluster, policy = annotated[0]
+        disagree = sorted({c for c, p in annotated if p != policy})
+        note = f"; differs in {', '.join(disagree)}" if disagree else ""
+        return policy, f"annotation from {cluster}{note}"
+    return DEFAULT_POLICY, "default"
+
+
+def _spill(
+    entry_groups: dict[str, tuple[int, int]],
+    policy: Policy,
+    previous: ServiceEntry | None,
+    sync_ms: int,
+) -> tuple[frozenset[str], dict[str, int]]:
+    if not policy.capacity_aware:
+        return frozenset(), {}
+    spilled: set[str] = set()
+    since: dict[str, int] = {}
+    hold_ms = int(policy.spill_hold_s * 1000)
+    for group, (healthy, total) in entry_groups.items():
+        enough = healthy >= policy.min_healthy and healthy >= policy.min_healthy_fraction * total
+        was = previous is not None and group in previous.spilled
+        if not enough:
+            spilled.add(group)
+        elif was:
+            assert previous is not None
+            start = previous.spill_since.get(group, sync_ms)
+            if sync_ms - start < hold_ms:
+                spilled.add(group)
+                since[group] = start
+    return frozenset(spilled), since
+
+
 def build(
-    clusters: Iterable[ClusterState], *, generation: int, sync_ms: int, lease_ttl_ms: int
+    clusters: Iterable[ClusterState],
+    *,
+    generation: int,
+    sync_ms: int,
+    lease_ttl_ms: int,
+    policies: Mapping[str, PolicyOverride] | None = None,
+    previous: Snapshot | None = None,
 ) -> Snapshot:
+    policies = policies or {}
     by_name = {c.name: c for c in clusters}
     grouped: dict[str, list[Candidate]] = {}
-    ttls: dict[str, int] = {}
-    names: dict[str, tuple[str, str]] = {}
+    reported: dict[str, list[tuple[str, Service]]] = {}
     live = set()
     for cluster in sorted(by_name.values(), key=lambda c: c.name):
         problems = health.cluster_reasons(
@@ -80,9 +162,7 @@ def build(
             live.add(cluster.name)
         for service in cluster.services:
             owner = f"{service.name}.{service.namespace}"
-            names[owner] = (service.namespace, service.name)
-            if service.ttl is not None:
-                ttls[owner] = min(ttls.get(owner, service.ttl), service.ttl)
+            reported.setdefault(owner, []).append((cluster.name, service))
             bucket = grouped.setdefault(owner, [])
             for endpoint in service.endpoints:
                 verdict = health.verdict(endpoint, problems)
@@ -96,22 +176,44 @@ def build(
                         reasons=verdict.reasons,
                     )
                 )
-    services = {
-        owner: ServiceEntry(
-            namespace=names[owner][0],
-            name=names[owner][1],
-            ttl=ttls.get(owner, DEFAULT_TTL),
+    services = {}
+    for owner, candidates in grouped.items():
+        first = reported[owner][0][1]
+        policy, source = effective_policy(first.key, reported[owner], policies)
+        ttls = [s.ttl for _, s in reported[owner] if s.ttl is not None]
+        before = previous.services.get(owner) if previous is not None else None
+        groups: dict[str, tuple[int, int]] = {}
+        for c in candidates:
+            for group in (f"region:{c.region}", f"cluster:{c.cluster}"):
+                healthy, total = groups.get(group, (0, 0))
+                groups[group] = (healthy + c.healthy, total + 1)
+        spilled, since = _spill(groups, policy, before, sync_ms)
+        last_good = dict(before.last_good) if before is not None else {}
+        for family in (4, 6):
+            now_good = tuple(
+                dict.fromkeys(c.address for c in candidates if c.healthy and c.family == family)
+            )
+            if now_good:
+                last_good[family] = now_good
+        services[owner] = ServiceEntry(
+            namespace=first.namespace,
+            name=first.name,
+            ttl=min(ttls) if ttls else DEFAULT_TTL,
             candidates=tuple(candidates),
+            policy=policy,
+            policy_source=source,
+            spilled=spilled,
+            spill_since=since,
+            last_good=last_good,
         )
-        for owner, candidates in grouped.items()
-    }
     return Snapshot(
         generation=generation,
         sync_ms=sync_ms,
         clusters=by_name,
         services=services,
-        namespaces=frozenset(ns for ns, _ in names.values()),
+        namespaces=frozenset(e.namespace for e in services.values()),
         live=frozenset(live),
+        policies=dict(policies),
     )
 
 

@@ -29,7 +29,7 @@ import structlog
 
 from registry.aio import sleep_or_stop
 from registry.errors import StoreError
-from registry.model import ClusterState
+from registry.model import ClusterState, PolicyOverride
 from registry.store import Store
 from resolver import snapshot as snapshots
 from resolver.snapshot import Snapshot
@@ -58,6 +58,7 @@ class Follower:
         self.forget_after_ms = forget_after_ms
         self.current: Snapshot = snapshots.EMPTY
         self.clusters: dict[str, ClusterState] = {}
+        self.policies: dict[str, PolicyOverride] = {}
         self.generation = 0
         self.stream_id = "0-0"
         self.errors = 0
@@ -92,6 +93,7 @@ class Follower:
                 clusters=carried,
             )
         self.clusters = {c.name: c for c in clusters}
+        self.policies = dict(view.policies)
         self.generation = view.generation
         self.stream_id = view.stream_id
         self._rebuild(view.now_ms, force=True)
@@ -103,6 +105,10 @@ class Follower:
             changed = False
             for change in changes:
                 self.stream_id = change.id
+                if change.kind == "policy":
+                    self.policies = await self.store.policies()
+                    changed = True
+                    continue
                 state = await self.store.cluster(change.cluster)
                 if state is None:
                     changed |= self.clusters.pop(change.cluster, None) is not None
@@ -132,18 +138,12 @@ class Follower:
             generation=self.generation,
             sync_ms=now_ms,
             lease_ttl_ms=self.lease_ttl_ms,
+            policies=self.policies,
+            previous=self.current,
         )
-        if force or candidate.live != self.current.live:
-            self.current = candidate
+        if force or candidate.signature() != self.current.signature():
             self.publish(candidate)
-        else:
-            # Nothing an answer depends on moved; keep the published snapshot (and every
-            # pre-packed answer) but remember how recent the picture is.
-            self.current = Snapshot(
-                generation=self.current.generation,
-                sync_ms=now_ms,
-                clusters=self.current.clusters,
-                services=self.current.services,
-                namespaces=self.current.namespaces,
-                live=self.current.live,
-            )
+        # Otherwise nothing an answer depends on moved: the published snapshot (and every
+        # pre-packed answer) stays, but the carried state (spill timers, last known good)
+        # and the sync time move on with the candidate.
+        self.current = candidate
