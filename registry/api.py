@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import ValidationError
 
-from registry import views
+from registry import drains, views
 from registry.errors import StaleReport, StoreError
-from registry.model import Drain, Heartbeat, Report, is_label
+from registry.model import Drain, Heartbeat, PolicyOverride, Report, is_label
 from registry.settings import RegistrySettings
 from registry.store import Store
 from registry.topology import Topology, describe
@@ -60,6 +61,7 @@ class Metrics:
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
@@ -230,25 +232,129 @@ def _known_cluster(request: web.Request) -> str:
     return name
 
 
-async def post_drain(request: web.Request) -> web.Response:
+def _region_clusters(request: web.Request) -> list[str]:
+    region = request.match_info["region"]
+    topology = request.app[TOPOLOGY]
+    clusters = sorted(c.name for c in topology.clusters if c.region == region)
+    if not clusters:
+        regions = sorted({c.region for c in topology.clusters})
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no cluster in region {region!r}", "known": regions}),
+            content_type="application/json",
+        )
+    return clusters
+
+
+class DrainRequest(Drain):
+    dry_run: bool = False
+    force: bool = False
+
+
+async def _drain(request: web.Request, clusters: list[str], label: str) -> web.Response:
     require_admin(request)
-    cluster = _known_cluster(request)
     body = await _json_body(request) if request.can_read_body else {}
     try:
-        drain = Drain.model_validate({**(body or {}), "at_ms": 0})
+        asked = DrainRequest.model_validate({**(body or {}), "at_ms": 0})
     except ValidationError as exc:
         return _invalid(exc)
-    generation = await request.app[STORE].set_drain(cluster, drain)
-    log.info("cluster drained", cluster=cluster, reason=drain.reason, by=drain.by)
-    return web.json_response({"cluster": cluster, "state": "draining", "generation": generation})
+    store = request.app[STORE]
+    view = await store.view()
+    effects = drains.impact(
+        view, request.app[TOPOLOGY], clusters, lease_ttl_ms=_lease_ttl_ms(request)
+    )
+    stranded = [i.service for i in effects if i.stranded]
+    result: dict[str, Any] = {
+        "clusters": clusters,
+        "dry_run": asked.dry_run,
+        "impact": [i.as_dict() for i in effects],
+    }
+    if stranded and not asked.force:
+        return error(
+            409,
+            f"draining {label} would leave {', '.join(stranded)} with no healthy cluster; "
+            "use force to drain anyway",
+            **result,
+        )
+    if asked.dry_run:
+        return web.json_response(result)
+    reason = asked.reason or ""
+    for cluster in clusters:
+        drain = Drain(reason=reason, by=asked.by)
+        result["generation"] = await store.set_drain(cluster, drain)
+    log.info("drained", clusters=clusters, reason=reason, by=asked.by, forced=bool(stranded))
+    return web.json_response({**result, "state": "draining"})
+
+
+async def _undrain(request: web.Request, clusters: list[str]) -> web.Response:
+    require_admin(request)
+    cleared = [c for c in clusters if await request.app[STORE].clear_drain(c)]
+    log.info("undrained", clusters=clusters, were_drained=cleared)
+    return web.json_response(
+        {"clusters": clusters, "state": "active", "was_drained": bool(cleared), "cleared": cleared}
+    )
+
+
+async def post_drain(request: web.Request) -> web.Response:
+    cluster = _known_cluster(request)
+    return await _drain(request, [cluster], cluster)
 
 
 async def delete_drain(request: web.Request) -> web.Response:
+    return await _undrain(request, [_known_cluster(request)])
+
+
+async def post_region_drain(request: web.Request) -> web.Response:
+    region = request.match_info["region"]
+    return await _drain(request, _region_clusters(request), f"region {region}")
+
+
+async def delete_region_drain(request: web.Request) -> web.Response:
+    return await _undrain(request, _region_clusters(request))
+
+
+async def get_drains(request: web.Request) -> web.Response:
+    current = await request.app[STORE].drains()
+    return web.json_response(
+        {"drains": [{"cluster": c, **d.model_dump()} for c, d in sorted(current.items())]}
+    )
+
+
+async def put_policy(request: web.Request) -> web.Response:
     require_admin(request)
-    cluster = _known_cluster(request)
-    existed = await request.app[STORE].clear_drain(cluster)
-    log.info("cluster undrained", cluster=cluster, was_drained=existed)
-    return web.json_response({"cluster": cluster, "state": "active", "was_drained": existed})
+    key = f"{request.match_info['namespace']}/{request.match_info['name']}"
+    try:
+        override = PolicyOverride.model_validate({**(await _json_body(request)), "at_ms": 0})
+    except (ValidationError, TypeError) as exc:
+        if isinstance(exc, ValidationError):
+            return _invalid(exc)
+        return error(400, "body must be an object with 'policy'")
+    generation = await request.app[STORE].set_policy(key, override)
+    log.info("policy override set", service=key, kind=override.policy.kind, by=override.by)
+    return web.json_response({"service": key, "generation": generation, **override.model_dump()})
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    require_admin(request)
+    key = f"{request.match_info['namespace']}/{request.match_info['name']}"
+    existed = await request.app[STORE].clear_policy(key)
+    return web.json_response({"service": key, "was_overridden": existed})
+
+
+async def get_explain(request: web.Request) -> web.Response:
+    """Proxied to a resolver: the decision is the resolver's, computed from its snapshot."""
+    url = request.app[SETTINGS].resolver_url
+    if not url:
+        return error(501, "no resolver to ask: set GLOBALDNS_RESOLVER_URL")
+    session = request.app[HTTP]
+    try:
+        async with session.get(
+            f"{url.rstrip('/')}/v1/explain",
+            params=request.query,
+            timeout=aiohttp.ClientTimeout(total=5),
+        ) as response:
+            return web.json_response(await response.json(), status=response.status)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return error(502, f"resolver at {url} did not answer: {exc}")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -274,6 +380,13 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[TOPOLOGY] = topology
     app[STORE] = store
     app[METRICS] = Metrics()
+
+    async def http_client(app: web.Application) -> AsyncIterator[None]:
+        app[HTTP] = aiohttp.ClientSession()
+        yield
+        await app[HTTP].close()
+
+    app.cleanup_ctx.append(http_client)
     app.router.add_post("/v1/reports", post_report)
     app.router.add_post("/v1/heartbeats", post_heartbeat)
     app.router.add_get("/v1/clusters", get_clusters)
@@ -281,6 +394,12 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app.router.add_get("/v1/services/{namespace}/{name}", get_service)
     app.router.add_post("/v1/clusters/{name}/drain", post_drain)
     app.router.add_delete("/v1/clusters/{name}/drain", delete_drain)
+    app.router.add_post("/v1/regions/{region}/drain", post_region_drain)
+    app.router.add_delete("/v1/regions/{region}/drain", delete_region_drain)
+    app.router.add_get("/v1/drains", get_drains)
+    app.router.add_put("/v1/services/{namespace}/{name}/policy", put_policy)
+    app.router.add_delete("/v1/services/{namespace}/{name}/policy", delete_policy)
+    app.router.add_get("/v1/explain", get_explain)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -34,4 +34,7 @@ class RegistrySettings(BaseSettings):
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="largest report accepted (bounded per service too)"
     )
+    resolver_url: str | None = Field(
+        default=None, description="a resolver's HTTP base URL, asked by GET /v1/explain"
+    )
     log_json: bool = Field(default=True, description="JSON logs (false: console lines)")

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from registry import catalogue
 from registry.errors import ConfigError
 from registry.model import Frozen, Label, Region
 
@@ -48,6 +49,10 @@ class Topology(Frozen):
     clusters: tuple[ClusterSpec, ...] = ()
     networks: tuple[Network, ...] = ()
     default_region: Label | None = None
+    latency: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="measured round trips in ms, latency[from][to]; overrides distance",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -60,6 +65,10 @@ class Topology(Frozen):
                 raise ValueError(f"network {network.cidr}: unknown region {network.region!r}")
         if self.default_region is not None and self.default_region not in known:
             raise ValueError(f"default_region: unknown region {self.default_region!r}")
+        for origin, row in self.latency.items():
+            for region in (origin, *row):
+                if region not in known:
+                    raise ValueError(f"latency: unknown region {region!r}")
         return self
 
     def jurisdictions(self) -> dict[str, str | None]:
@@ -75,9 +84,7 @@ class Topology(Frozen):
 def parse(document: dict[str, Any], *, origin: str = "topology") -> Topology:
     """Build a topology from the YAML shape (mappings keyed by name)."""
     try:
-        regions = [
-            {"name": name, **(spec or {})} for name, spec in document.get("regions", {}).items()
-        ]
+        regions = [_region(name, spec or {}) for name, spec in document.get("regions", {}).items()]
         clusters = [
             {"name": name, **(spec or {})}
             for name, spec in (document.get("clusters") or {}).items()
@@ -92,7 +99,7 @@ def parse(document: dict[str, Any], *, origin: str = "topology") -> Topology:
             else {"cidr": cidr, "region": target}
             for cidr, target in (document.get("networks") or {}).items()
         ]
-        unknown = set(document) - {"regions", "clusters", "networks", "default_region"}
+        unknown = set(document) - {"regions", "clusters", "networks", "default_region", "latency"}
         if unknown:
             raise ConfigError(f"{origin}: unknown keys {sorted(unknown)}")
         return Topology(
@@ -100,11 +107,20 @@ def parse(document: dict[str, Any], *, origin: str = "topology") -> Topology:
             clusters=tuple(ClusterSpec.model_validate(c) for c in clusters),
             networks=tuple(Network.model_validate(n) for n in networks),
             default_region=document.get("default_region"),
+            latency=document.get("latency") or {},
         )
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {describe(exc)}") from exc
     except (AttributeError, TypeError) as exc:
         raise ConfigError(f"{origin}: expected mappings keyed by name ({exc})") from exc
+
+
+def _region(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A topology region, filled in from the built-in catalogue where it is silent."""
+    base = catalogue.known(name)
+    if base is None:
+        return {"name": name, **spec}
+    return {**base.model_dump(), **spec}
 
 
 def load(path: Path) -> Topology:

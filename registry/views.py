@@ -6,6 +6,7 @@ from typing import Any
 
 from registry import health
 from registry.model import ClusterState, RegistryView, Service
+from registry.policies import effective_policy
 from registry.topology import Topology
 
 
@@ -64,6 +65,7 @@ def clusters(view: RegistryView, topology: Topology, *, lease_ttl_ms: int) -> li
 def services(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, dict[str, Any]]:
     """Every service by ``namespace/name``, with every endpoint and its verdict."""
     out: dict[str, dict[str, Any]] = {}
+    reported: dict[str, list[tuple[str, Service]]] = {}
     for cluster in view.clusters:
         problems = cluster_problems(cluster, now_ms=view.now_ms, lease_ttl_ms=lease_ttl_ms)
         for service in cluster.services:
@@ -78,6 +80,7 @@ def services(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, dict[str, An
                 },
             )
             entry["clusters"].append(cluster.name)
+            reported.setdefault(service.key, []).append((cluster.name, service))
             for endpoint in service.endpoints:
                 verdict = health.verdict(endpoint, problems)
                 entry["healthy"] += verdict.healthy
@@ -94,6 +97,10 @@ def services(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, dict[str, An
                         "reasons": list(verdict.reasons),
                     }
                 )
+    for key, entry in out.items():
+        policy, source = effective_policy(key, reported[key], view.policies)
+        entry["policy"] = policy.model_dump()
+        entry["policy_source"] = source
     return dict(sorted(out.items()))
 
 

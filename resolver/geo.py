@@ -9,13 +9,12 @@ region; ties break by name so that every resolver orders them the same way.
 from __future__ import annotations
 
 import ipaddress
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from registry.model import Region
+from registry.geography import distance_km, region_order
 
-EARTH_RADIUS_KM = 6371.0
+__all__ = ["Location", "Locator", "distance_km", "region_order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,22 +96,3 @@ class Locator:
             if common < plen:  # the address is outside this network: split just before it
                 scope = max(scope, common + 1)
         return min(scope, width)
-
-
-def distance_km(a: Region, b: Region) -> float:
-    """Great-circle distance (haversine)."""
-    lat1, lon1, lat2, lon2 = map(math.radians, (a.latitude, a.longitude, b.latitude, b.longitude))
-    h = (
-        math.sin((lat2 - lat1) / 2) ** 2
-        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    )
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
-
-
-def region_order(origin: str | None, regions: Sequence[Region]) -> tuple[str, ...]:
-    """Every region, nearest to ``origin`` first; by name when the origin is unknown."""
-    by_name = {r.name: r for r in regions}
-    start = by_name.get(origin) if origin else None
-    if start is None:
-        return tuple(sorted(by_name))
-    return tuple(sorted(by_name, key=lambda name: (distance_km(start, by_name[name]), name)))

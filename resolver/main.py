@@ -8,6 +8,7 @@ queries yet (CoreDNS's ``ready`` plugin works the same way).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -49,7 +50,9 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
         negative_ttl=settings.negative_ttl,
         nameservers=dict(settings.nameservers),
     )
-    locator = Locator(((n.cidr, n.region) for n in topology.networks), topology.default_region)
+    locator = Locator(
+        ((n.cidr, n.region, n.cluster) for n in topology.networks), topology.default_region
+    )
     secret = settings.cookie_secret.encode() if settings.cookie_secret else secrets.token_bytes(16)
     rrl = None
     if settings.rrl_rate > 0:
@@ -67,7 +70,7 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
         rrl=rrl,
         tcp_keepalive_s=settings.tcp_idle_timeout_s,
     )
-    return Responder(zone, locator, topology.regions, options)
+    return Responder(zone, locator, topology.regions, options, latency=topology.latency)
 
 
 def http_app(responder: Responder, follower: Follower) -> web.Application:
@@ -101,7 +104,24 @@ def http_app(responder: Responder, follower: Follower) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
 
+    async def explain(request: web.Request) -> web.Response:
+        name = request.query.get("name", "")
+        qtype = request.query.get("type", "A").upper()
+        client = request.query.get("client") or (request.remote or "127.0.0.1")
+        if not name:
+            return web.json_response({"error": "name= is required"}, status=400)
+        types = {"A": 1, "AAAA": 28}
+        if qtype not in types:
+            return web.json_response({"error": "type= is A or AAAA"}, status=400)
+        try:
+            ipaddress.ip_address(client)
+        except ValueError:
+            return web.json_response({"error": f"client={client!r} is not an address"}, status=400)
+        subnet = request.query.get("subnet") or None
+        return web.json_response(responder.explain(name, types[qtype], client, subnet))
+
     app = web.Application()
+    app.router.add_get("/v1/explain", explain)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

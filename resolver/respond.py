@@ -21,7 +21,7 @@ import struct
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -106,12 +106,14 @@ class Responder:
         regions: Sequence[Region],
         options: Options | None = None,
         *,
+        latency: Mapping[str, Mapping[str, float]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.zone = zone
         self.locator = locator
         self.regions = tuple(regions)
         self.options = options or Options()
+        self.latency = latency or {}
         self.clock = clock
         self.snapshot: Snapshot = EMPTY
         self.stats: Counter[str] = Counter()
@@ -396,7 +398,7 @@ class Responder:
     def _order(self, region: str | None) -> tuple[str, ...]:
         order = self._orders.get(region)
         if order is None:
-            order = self._orders[region] = region_order(region, self.regions)
+            order = self._orders[region] = region_order(region, self.regions, self.latency)
         return order
 
     # -- policy ------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 from registry import health
 from registry.model import ClusterState, Policy, PolicyOverride, Service
+from registry.policies import DEFAULT_POLICY, effective_policy
 
 DEFAULT_TTL = 5
-DEFAULT_POLICY = Policy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,27 +89,6 @@ class Snapshot:
 
 
 EMPTY = Snapshot(generation=0, sync_ms=0, clusters={}, services={})
-
-
-def effective_policy(
-    key: str, reported: list[tuple[str, Service]], overrides: Mapping[str, PolicyOverride]
-) -> tuple[Policy, str]:
-    """The policy in force and where it came from: override > annotation > default.
-
-    When clusters report different annotations, the first cluster by name wins and the
-    source says so: a half-finished rollout of an annotation must not flip answers.
-    """
-    override = overrides.get(key)
-    if override is not None:
-        who = f" by {override.by}" if override.by else ""
-        return override.policy, f"registry override{who}"
-    annotated = [(cluster, s.policy) for cluster, s in reported if s.policy is not None]
-    if annotated:
-        cluster, policy = annotated[0]
-        disagree = sorted({c for c, p in annotated if p != policy})
-        note = f"; differs in {', '.join(disagree)}" if disagree else ""
-        return policy, f"annotation from {cluster}{note}"
-    return DEFAULT_POLICY, "default"
 
 
 def _spill(

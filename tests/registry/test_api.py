@@ -134,6 +134,7 @@ async def test_heartbeats_ask_for_the_whole_state_when_it_is_lost(
 async def test_drain_needs_the_admin_token(redis_url: str) -> None:
     async with registry(redis_url) as api, aiohttp.ClientSession() as s:
         await call(s, "POST", f"{api}/v1/reports", US, report())
+        await call(s, "POST", f"{api}/v1/reports", EU, report(1, "10.0.1.1"))
         url = f"{api}/v1/clusters/us-east-prod/drain"
         assert (await call(s, "POST", url, None, {}))[0] == 401
         assert (await call(s, "POST", url, US, {}))[0] == 401
@@ -145,7 +146,8 @@ async def test_drain_needs_the_admin_token(redis_url: str) -> None:
         assert us["state"] == "draining" and us["drain"]["reason"] == "kernel upgrade"
         assert us["endpoints"]["healthy"] == 0
         _, svc = await call(s, "GET", f"{api}/v1/services/production/api")
-        assert svc["endpoints"][0]["reasons"] == ["cluster drained: kernel upgrade"]
+        us_endpoint = next(e for e in svc["endpoints"] if e["cluster"] == "us-east-prod")
+        assert us_endpoint["reasons"] == ["cluster drained: kernel upgrade"]
         # A new report does not clear a drain.
         await call(s, "POST", f"{api}/v1/reports", US, report(2))
         _, clusters = await call(s, "GET", f"{api}/v1/clusters")
@@ -153,7 +155,7 @@ async def test_drain_needs_the_admin_token(redis_url: str) -> None:
         status, body = await call(s, "DELETE", url, ADMIN)
         assert status == 200 and body["was_drained"] is True
         _, svc = await call(s, "GET", f"{api}/v1/services/production/api")
-        assert svc["endpoints"][0]["healthy"] is True
+        assert all(e["healthy"] for e in svc["endpoints"])
 
 
 @pytest.mark.parametrize("tokens", [{"mars-prod": "x" * 20}, {"us-east-prod": "short"}])
@@ -180,3 +182,63 @@ async def test_metrics_count_reports_and_requests(redis_url: str) -> None:
             text = await response.text()
     assert 'globaldns_registry_reports_total{cluster="us-east-prod"} 1.0' in text
     assert 'globaldns_registry_requests_total{route="/v1/reports",status="401"} 1.0' in text
+
+
+async def test_safe_drains(redis_url: str) -> None:
+    async with registry(redis_url) as api, aiohttp.ClientSession() as s:
+        await call(s, "POST", f"{api}/v1/reports", US, report(1, "10.0.0.1"))
+        await call(s, "POST", f"{api}/v1/reports", EU, report(1, "10.0.1.1"))
+        eu = f"{api}/v1/clusters/eu-west-prod/drain"
+        # A dry run says what would happen and changes nothing.
+        status, body = await call(s, "POST", eu, ADMIN, {"dry_run": True, "reason": "x"})
+        assert status == 200 and body["dry_run"] is True
+        [impact] = body["impact"]
+        assert impact == {
+            "service": "production/api",
+            "loses": ["eu-west-prod"],
+            "remaining": ["us-east-prod"],
+            "clients_go_to": {"eu-west-1": "us-east-1"},
+            "stranded": False,
+        }
+        assert (await call(s, "GET", f"{api}/v1/drains"))[1]["drains"] == []
+        # Draining the other one too would strand the service: refused unless forced.
+        status, _ = await call(s, "POST", eu, ADMIN, {"reason": "upgrade", "by": "ops"})
+        assert status == 200
+        us = f"{api}/v1/clusters/us-east-prod/drain"
+        status, body = await call(s, "POST", us, ADMIN, {"reason": "upgrade"})
+        assert status == 409 and "production/api" in body["error"]
+        assert body["impact"][0]["stranded"] is True
+        status, _ = await call(s, "POST", us, ADMIN, {"reason": "upgrade", "force": True})
+        assert status == 200
+        _, listed = await call(s, "GET", f"{api}/v1/drains")
+        assert [(d["cluster"], d["by"], d["reason"]) for d in listed["drains"]] == [
+            ("eu-west-prod", "ops", "upgrade"),
+            ("us-east-prod", "", "upgrade"),
+        ]
+        assert all(d["at_ms"] > 0 for d in listed["drains"])
+        # Whole regions drain and undrain at once.
+        region = f"{api}/v1/regions/eu-west-1/drain"
+        status, body = await call(s, "DELETE", region, ADMIN)
+        assert status == 200 and body["cleared"] == ["eu-west-prod"]
+        assert (await call(s, "POST", f"{api}/v1/regions/mars-1/drain", ADMIN, {}))[0] == 404
+
+
+async def test_policy_override_wins_and_shows_its_source(redis_url: str) -> None:
+    async with registry(redis_url) as api, aiohttp.ClientSession() as s:
+        await call(s, "POST", f"{api}/v1/reports", US, report())
+        _, svc = await call(s, "GET", f"{api}/v1/services/production/api")
+        assert (svc["policy"]["kind"], svc["policy_source"]) == ("geo", "default")
+        url = f"{api}/v1/services/production/api/policy"
+        override = {"policy": {"kind": "weighted", "weights": {"us-east-prod": 1}}, "by": "ops"}
+        assert (await call(s, "PUT", url, US, override))[0] == 401
+        status, body = await call(s, "PUT", url, ADMIN, {"policy": {"kind": "failover"}})
+        assert status == 400 and "needs 'order'" in body["error"]
+        assert (await call(s, "PUT", url, ADMIN, override))[0] == 200
+        _, svc = await call(s, "GET", f"{api}/v1/services/production/api")
+        assert (svc["policy"]["kind"], svc["policy_source"]) == (
+            "weighted",
+            "registry override by ops",
+        )
+        assert (await call(s, "DELETE", url, ADMIN))[1]["was_overridden"] is True
+        _, svc = await call(s, "GET", f"{api}/v1/services/production/api")
+        assert svc["policy_source"] == "default"
