@@ -13,13 +13,15 @@ It serves VMs, bare-metal pools and dev mode. Its shape::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
 from pydantic import Field, ValidationError
 
+from agents.source import Check, ProbeJob, Target, VerdictKey
 from registry.errors import ConfigError
-from registry.model import Frozen, Label, Port
+from registry.model import Conditions, Endpoint, Frozen, Label, Policy, Port, ProbeState, Service
 from registry.topology import describe
 
 
@@ -42,12 +44,70 @@ class ServiceSpec(Frozen):
     name: Label
     ports: tuple[Port, ...] = ()
     ttl: int | None = Field(default=None, ge=1, le=300)
+    policy: Policy | None = Field(default=None, description="routing policy (as annotations)")
     probe: ProbeSpec | None = None
     endpoints: tuple[EndpointSpec, ...] = ()
 
 
 class StaticSource(Frozen):
     services: tuple[ServiceSpec, ...] = ()
+
+
+class StaticFeed:
+    """A static file as an agent's :class:`agents.source.Source`: always ready, always
+    the reporter (one agent per static cluster), its probe jobs fixed."""
+
+    def __init__(self, source: StaticSource) -> None:
+        self.source = source
+        self._jobs = {
+            f"{spec.namespace}/{spec.name}": ProbeJob(
+                check=Check(
+                    interval_s=spec.probe.interval_s,
+                    timeout_s=spec.probe.timeout_s,
+                    rise=spec.probe.rise,
+                    fall=spec.probe.fall,
+                ),
+                targets=tuple(Target(ep.address, spec.probe.port) for ep in spec.endpoints),
+            )
+            for spec in source.services
+            if spec.probe is not None
+        }
+
+    def subscribe(self, notify: Callable[[], None]) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
+    def reporting(self) -> bool:
+        return True
+
+    def probe_jobs(self) -> Mapping[str, ProbeJob]:
+        return self._jobs
+
+    def verdicts_changed(self, verdicts: Mapping[VerdictKey, ProbeState]) -> None:
+        return None
+
+    def report_services(self, verdicts: Mapping[VerdictKey, ProbeState]) -> tuple[Service, ...]:
+        return tuple(
+            Service(
+                namespace=spec.namespace,
+                name=spec.name,
+                ports=spec.ports,
+                ttl=spec.ttl,
+                policy=spec.policy,
+                endpoints=tuple(
+                    Endpoint(
+                        address=ep.address,
+                        node=ep.node,
+                        conditions=Conditions(ready=ep.ready, serving=ep.ready, terminating=False),
+                        probe=verdicts.get((f"{spec.namespace}/{spec.name}", ep.address)),
+                    )
+                    for ep in spec.endpoints
+                ),
+            )
+            for spec in self.source.services
+        )
 
 
 def load(path: Path) -> StaticSource:

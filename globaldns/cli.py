@@ -4,9 +4,13 @@
 
     globaldns dev [options]              the whole system locally (make dev)
     globaldns dev outage|recover CLUSTER stop / restart a dev cluster's endpoints
-    globaldns drain CLUSTER [--reason R] take a cluster out of the answers (admin)
-    globaldns undrain CLUSTER            bring it back
+    globaldns drain CLUSTER|--region R [--reason R] [--dry-run] [--force]   (admin)
+    globaldns undrain CLUSTER|--region R bring it back
+    globaldns status                     clusters, leases, drains, services at a glance
+    globaldns explain NAME --client IP   why that client gets its answer
+    globaldns policy set|clear NS/NAME [JSON]   override a service's policy (admin)
     globaldns registry | resolver | agent   run one component, configured by GLOBALDNS_* env
+    globaldns export-zone [--region R] [--output FILE]   the registry as a zone file
 
 Signals are handled here and nowhere else: they set the stop event every component's
 ``serve`` waits on.
@@ -21,6 +25,7 @@ import os
 import signal
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +33,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from globaldns import show
+from globaldns.state import DEFAULT_STATE_FILE
 from registry import logs
 from registry.errors import ConfigError
 
@@ -56,7 +63,14 @@ def _dev_state(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _http(method: str, url: str, token: str | None, body: dict[str, Any] | None = None) -> int:
+class CallFailed(Exception):
+    pass
+
+
+def _call(
+    method: str, url: str, token: str | None = None, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """The status and JSON body of an API call; CallFailed when nothing answered."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     if token:
@@ -65,14 +79,25 @@ def _http(method: str, url: str, token: str | None, body: dict[str, Any] | None 
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            print(response.read().decode())
-            return 0
+            return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        print(f"{method} {url}: {exc.code}: {exc.read().decode()}", file=sys.stderr)
-        return 1
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"error": raw.decode(errors="replace")}
     except urllib.error.URLError as exc:
-        print(f"{method} {url}: {exc.reason} (is the registry running?)", file=sys.stderr)
+        raise CallFailed(f"{method} {url}: {exc.reason} (is it running?)") from exc
+
+
+def _http(method: str, url: str, token: str | None, body: dict[str, Any] | None = None) -> int:
+    """Call and print the JSON answer (or the error) as it came."""
+    status, payload = _call(method, url, token, body)
+    if status >= 400:
+        print(f"{method} {url}: {status}: {payload.get('error', payload)}", file=sys.stderr)
         return 1
+    print(json.dumps(payload, indent=2))
+    return 0
 
 
 def _admin(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -82,15 +107,88 @@ def _admin(args: argparse.Namespace) -> tuple[str, str | None]:
     return url.rstrip("/"), token
 
 
+def _drain_path(args: argparse.Namespace) -> str:
+    if args.region:
+        return f"/v1/regions/{args.region}/drain"
+    if not args.cluster:
+        raise SystemExit("name a CLUSTER or --region REGION")
+    return f"/v1/clusters/{args.cluster}/drain"
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     url, token = _admin(args)
-    body = {"reason": args.reason, "by": args.by}
-    return _http("POST", f"{url}/v1/clusters/{args.cluster}/drain", token, body)
+    body = {"reason": args.reason, "by": args.by, "dry_run": args.dry_run, "force": args.force}
+    status, payload = _call("POST", url + _drain_path(args), token, body)
+    target = args.region or args.cluster
+    if status == 409:
+        print(f"refused: {payload['error']}", file=sys.stderr)
+        print(show.impact(payload), file=sys.stderr)
+        return 1
+    if status >= 400:
+        print(f"drain {target}: {status}: {payload.get('error', payload)}", file=sys.stderr)
+        return 1
+    verb = "would drain" if args.dry_run else "drained"
+    print(f"{verb} {', '.join(payload['clusters'])}")
+    print(show.impact(payload))
+    return 0
 
 
 def cmd_undrain(args: argparse.Namespace) -> int:
     url, token = _admin(args)
-    return _http("DELETE", f"{url}/v1/clusters/{args.cluster}/drain", token)
+    status, payload = _call("DELETE", url + _drain_path(args), token)
+    if status >= 400:
+        print(f"undrain: {status}: {payload.get('error', payload)}", file=sys.stderr)
+        return 1
+    print(f"active again: {', '.join(payload['clusters'])}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url, _ = _admin(args)
+    parts = [
+        _call("GET", f"{url}{path}") for path in ("/v1/clusters", "/v1/drains", "/v1/services")
+    ]
+    failed = [payload for status, payload in parts if status >= 400]
+    if failed:
+        print(f"status: {failed[0].get('error', failed[0])}", file=sys.stderr)
+        return 1
+    print(show.status(parts[0][1], parts[1][1], parts[2][1]))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    url, _ = _admin(args)
+    query = urllib.parse.urlencode(
+        {
+            k: v
+            for k, v in {
+                "name": args.name,
+                "type": args.type,
+                "client": args.client,
+                "subnet": args.subnet,
+            }.items()
+            if v
+        }
+    )
+    status, payload = _call("GET", f"{url}/v1/explain?{query}")
+    if status >= 400:
+        print(f"explain: {status}: {payload.get('error', payload)}", file=sys.stderr)
+        return 1
+    print(json.dumps(payload, indent=2) if args.json else show.explain(payload))
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    url, token = _admin(args)
+    path = f"{url}/v1/services/{args.service}/policy"
+    if args.action == "clear":
+        return _http("DELETE", path, token)
+    try:
+        policy = json.loads(args.policy or "")
+    except ValueError as exc:
+        print(f"policy: the policy must be JSON: {exc}", file=sys.stderr)
+        return 2
+    return _http("PUT", path, token, {"policy": policy, "reason": args.reason, "by": args.by})
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -138,6 +236,23 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     return _run(lambda stop: serve(settings, stop=stop))
 
 
+def cmd_export_zone(args: argparse.Namespace) -> int:
+    from registry.errors import StoreError
+    from resolver.export import export, write
+    from resolver.settings import ResolverSettings
+
+    try:
+        text = asyncio.run(export(ResolverSettings(), region=args.region))
+    except StoreError as exc:
+        print(f"globaldns export-zone: registry unreachable: {exc}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        write(args.output, text)
+    return 0
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     import aiohttp
 
@@ -167,8 +282,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from globaldns.dev import DEFAULT_STATE_FILE
-
     top = argparse.ArgumentParser(prog="globaldns", description=__doc__.split("\n\n")[0])
     top.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     top.add_argument(
@@ -190,15 +303,54 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--control-port", type=int, default=8079)
     dev.set_defaults(func=cmd_dev)
 
-    drain = sub.add_parser("drain", help="take a cluster out of the answers")
-    drain.add_argument("cluster")
+    who = os.environ.get("USER", "")
+    drain = sub.add_parser("drain", help="take a cluster (or a region) out of the answers")
+    drain.add_argument("cluster", nargs="?")
+    drain.add_argument("--region", help="drain every cluster of this region")
     drain.add_argument("--reason", default="", help="why (shown in the registry and status)")
-    drain.add_argument("--by", default=os.environ.get("USER", ""), help="who (default: $USER)")
+    drain.add_argument("--by", default=who, help="who (default: $USER)")
+    drain.add_argument("--dry-run", action="store_true", help="show the impact, change nothing")
+    drain.add_argument(
+        "--force", action="store_true", help="drain even the last healthy cluster of a service"
+    )
     drain.set_defaults(func=cmd_drain)
 
-    undrain = sub.add_parser("undrain", help="bring a drained cluster back")
-    undrain.add_argument("cluster")
+    undrain = sub.add_parser("undrain", help="bring a drained cluster (or region) back")
+    undrain.add_argument("cluster", nargs="?")
+    undrain.add_argument("--region", help="undrain every cluster of this region")
     undrain.set_defaults(func=cmd_undrain)
+
+    status = sub.add_parser("status", help="clusters, leases, drains and services at a glance")
+    status.set_defaults(func=cmd_status)
+
+    explain = sub.add_parser("explain", help="why a client gets the answer it gets")
+    explain.add_argument("name")
+    explain.add_argument("--type", default="A", choices=["A", "AAAA"])
+    explain.add_argument("--client", help="the client's address (default: this machine)")
+    explain.add_argument("--subnet", help="as if the query carried this client subnet")
+    explain.add_argument("--json", action="store_true", help="the raw trace")
+    explain.set_defaults(func=cmd_explain)
+
+    policy = sub.add_parser("policy", help="override a service's routing policy (admin)")
+    policy.add_argument("action", choices=["set", "clear"])
+    policy.add_argument("service", help="NAMESPACE/NAME")
+    policy.add_argument(
+        "policy",
+        nargs="?",
+        help='JSON, e.g. \'{"kind": "failover", "order": ["eu-west-prod", "us-east-1"]}\'',
+    )
+    policy.add_argument("--reason", default="")
+    policy.add_argument("--by", default=who)
+    policy.set_defaults(func=cmd_policy)
+
+    export_zone = sub.add_parser(
+        "export-zone", help="write the registry as an RFC 1035 zone file (GLOBALDNS_* settings)"
+    )
+    export_zone.add_argument(
+        "--region", help="answer services as to a client in this region (default: topology's)"
+    )
+    export_zone.add_argument("--output", type=Path, help="write here instead of stdout")
+    export_zone.set_defaults(func=cmd_export_zone)
 
     for name, func in (
         ("registry", cmd_registry),
@@ -216,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValidationError) as exc:
         print(f"globaldns: configuration error: {exc}", file=sys.stderr)
         return 2
+    except CallFailed as exc:
+        print(f"globaldns: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

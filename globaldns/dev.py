@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from agents import static
 from agents.agent import Agent
 from agents.reporter import RegistryClient
 from globaldns.redis_server import RedisProcess, find_binary
+from globaldns.state import DEFAULT_STATE_FILE
 from registry import server as registry_server
 from registry import topology as topology_mod
 from registry.aio import sleep_or_stop
@@ -45,8 +45,6 @@ from resolver import main as resolver_main
 from resolver.settings import ResolverSettings
 
 log = structlog.get_logger("dev")
-
-DEFAULT_STATE_FILE = Path(tempfile.gettempdir()) / "globaldns-dev.json"
 
 
 @dataclass
@@ -225,25 +223,6 @@ async def run(options: DevOptions, stop: asyncio.Event) -> None:
             log.info("embedded valkey started", url=redis_url, pid=redis.pid)
             tasks.append(asyncio.create_task(Supervisor(redis, write_state).run(stop)))
 
-        registry_settings = RegistrySettings(
-            redis_url=redis_url,
-            host=options.host,
-            port=options.api_port,
-            topology=options.topology,
-            cluster_tokens={k: SecretStr(v) for k, v in tokens.items()},
-            admin_token=SecretStr(options.admin_token),
-            lease_ttl_s=options.lease_ttl_s,
-            log_json=False,
-        )
-        task, api_port = await _started(
-            lambda done: registry_server.serve(
-                registry_settings, stop=stop, topology=topology, started=done
-            ),
-            "registry",
-        )
-        tasks.append(task)
-        api_url = f"http://{options.host}:{api_port}"
-
         resolver_settings = ResolverSettings(
             redis_url=redis_url,
             dns_host=options.host,
@@ -263,6 +242,26 @@ async def run(options: DevOptions, stop: asyncio.Event) -> None:
             "resolver",
         )
         tasks.append(task)
+
+        registry_settings = RegistrySettings(
+            redis_url=redis_url,
+            host=options.host,
+            port=options.api_port,
+            topology=options.topology,
+            cluster_tokens={k: SecretStr(v) for k, v in tokens.items()},
+            admin_token=SecretStr(options.admin_token),
+            lease_ttl_s=options.lease_ttl_s,
+            resolver_url=f"http://{options.host}:{bound.http_port}",
+            log_json=False,
+        )
+        task, api_port = await _started(
+            lambda done: registry_server.serve(
+                registry_settings, stop=stop, topology=topology, started=done
+            ),
+            "registry",
+        )
+        tasks.append(task)
+        api_url = f"http://{options.host}:{api_port}"
 
         session = aiohttp.ClientSession()
         for spec in topology.clusters:

@@ -75,6 +75,11 @@ class Endpoint(Frozen):
     node: str | None = Field(default=None, max_length=253)
     conditions: Conditions = Conditions()
     probe: ProbeState | None = None
+    ports: tuple[Port, ...] | None = Field(
+        default=None,
+        description="this endpoint's own ports (its EndpointSlice's, for SRV) where they "
+        "differ from the service's; None: the service's ports",
+    )
 
     @field_validator("address")
     @classmethod

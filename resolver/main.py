@@ -69,6 +69,7 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
         cookie_secret=secret,
         rrl=rrl,
         tcp_keepalive_s=settings.tcp_idle_timeout_s,
+        explain_trusted=settings.explain_trusted,
     )
     return Responder(zone, locator, topology.regions, options, latency=topology.latency)
 
@@ -118,7 +119,10 @@ def http_app(responder: Responder, follower: Follower) -> web.Application:
         except ValueError:
             return web.json_response({"error": f"client={client!r} is not an address"}, status=400)
         subnet = request.query.get("subnet") or None
-        return web.json_response(responder.explain(name, types[qtype], client, subnet))
+        try:
+            return web.json_response(responder.explain(name, types[qtype], client, subnet))
+        except (ValueError, UnicodeEncodeError) as exc:
+            return web.json_response({"error": f"name={name!r}: {exc}"}, status=400)
 
     app = web.Application()
     app.router.add_get("/v1/explain", explain)

@@ -93,6 +93,15 @@ class Options:
     rrl: RrlConfig | None = None
     tcp_keepalive_s: float = 5.0
     """Advertised in edns-tcp-keepalive (RFC 7828) on TCP when the client asks."""
+    explain_trusted: tuple[str, ...] = (
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    )
+    """Sources that may ask ``TXT _explain.<name>`` (a trace shows what is unhealthy)."""
 
 
 Entry = Static | Located
@@ -120,6 +129,8 @@ class Responder:
         self.last_error: str | None = None
         self.limiter = RateLimiter(self.options.rrl) if self.options.rrl else None
         self._jurisdictions = {r.name: r.jurisdiction for r in self.regions}
+        self._explain_trusted = tuple(ipaddress.ip_network(n) for n in self.options.explain_trusted)
+        self._located: dict[tuple[str, str], Location] = {}
         trusted = tuple(ipaddress.ip_network(n) for n in self.options.ecs_trusted)
         self._trust_all = {n.version for n in trusted if n.prefixlen == 0} == {4, 6}
         self._trusted = trusted
@@ -167,7 +178,7 @@ class Responder:
             return self._finish(
                 query, answers.Packed(wire.QR, 0, 0, 0, b""), tcp, client, ext_rcode=1
             )
-        if query.labels[:1] == (b"_explain",) and query.qtype == TYPE_TXT:
+        if query.labels[:1] == (b"_explain",) and query.qtype == TYPE_TXT and self._in_zone(query):
             return self._finish(query, self._explain_txt(query, client), tcp, client)
         key = (query.labels, query.qtype, query.qclass)
         entry = self._cache.get(key)
@@ -356,6 +367,9 @@ class Responder:
         relative = labels[:depth]
         if not relative:
             return self._apex(labels, qtype, qclass)
+        if any(b"." in label for label in relative):
+            # No name of ours has a dot inside a label; joining would alias other names.
+            return self._negative(labels, qtype, qclass, NXDOMAIN)
         ns_addresses = self.zone.ns_addresses(relative)
         if ns_addresses is not None:
             records = [
@@ -410,10 +424,20 @@ class Responder:
             return subnet.address, "client subnet"
         return client, "source address"
 
+    def _locate(self, where: str, source: str) -> Location:
+        """The locator's answer, remembered per address until the table is full."""
+        key = (where, source)
+        location = self._located.get(key)
+        if location is None:
+            if len(self._located) >= MAX_CACHED_NAMES:
+                self._located = {}
+            location = self._located[key] = self.locator.locate(where, source=source)
+        return location
+
     def _client(
         self, entry: Located, where: str, source: str
     ) -> tuple[object, policy.Client, Location]:
-        location = self.locator.locate(where, source=source)
+        location = self._locate(where, source)
         if entry.pinned is not None:
             return None, policy.Client(), location
         service = self.snapshot.services[entry.owner]
@@ -484,11 +508,21 @@ class Responder:
     def explain(
         self, name: str, qtype: int, client: str, subnet: str | None = None
     ) -> dict[str, Any]:
-        """Why ``client`` (or a client in ``subnet``) gets the answer it gets, step by step."""
-        labels = tuple(p.encode().lower() for p in name.strip(".").split(".") if p)
+        """Why ``client`` (or a client in ``subnet``) gets the answer it gets, step by step.
+
+        Raises ValueError for a name that is not plain ASCII (HTTP callers get a 400).
+        """
+        labels = tuple(p.encode("ascii").lower() for p in name.strip(".").split(".") if p)
+        if any(len(label) > 63 for label in labels) or sum(len(x) + 1 for x in labels) > 254:
+            raise ValueError("not a DNS name: a label over 63 or a name over 255 octets")
+        return self._explain(labels, qtype, client, subnet)
+
+    def _explain(
+        self, labels: tuple[bytes, ...], qtype: int, client: str, subnet: str | None
+    ) -> dict[str, Any]:
         snap = self.snapshot
         out: dict[str, Any] = {
-            "name": name.strip(".") + ".",
+            "name": b".".join(labels).decode("ascii", errors="backslashreplace") + ".",
             "type": {1: "A", 28: "AAAA"}.get(qtype, str(qtype)),
             "client": client,
             "generation": snap.generation,
@@ -539,14 +573,35 @@ class Responder:
             out["weighted_pick"] = who.pick
         return out
 
+    def _in_zone(self, query: wire.Query) -> bool:
+        zone = self._zone_labels
+        return (
+            query.qclass == CLASS_IN
+            and len(query.labels) > len(zone) + 1
+            and query.labels[-len(zone) :] == zone
+        )
+
     def _explain_txt(self, query: wire.Query, client: str) -> Packed:
-        """``dig TXT _explain.<name>``: the trace for the querying client, as TXT strings."""
-        name = b".".join(query.labels[1:]).decode("latin-1")
+        """``dig TXT _explain.<name>``: the trace for the querying client, as TXT strings.
+
+        Only for clients in ``explain_trusted`` (a trace names unhealthy endpoints and
+        why), and never cached: it is a debugging aid, not a service.
+        """
+        if not _in(client, self._explain_trusted):
+            self.stats["explain_refused"] += 1
+            return answers.pack(
+                query.labels,
+                query.qtype,
+                query.qclass,
+                rcode=REFUSED,
+                authoritative=False,
+                ede=answers.EDE_PROHIBITED,
+            )
         subnet = None
         where, source = self._where(query, client)
         if source == "client subnet":
             subnet = where
-        report = self.explain(name, answers.TYPE_A, client, subnet)
+        report = self._explain(query.labels[1:], answers.TYPE_A, client, subnet)
         lines = [f"answer={','.join(report.get('answer', [])) or '-'} rcode={report['rcode']}"]
         if "location" in report:
             loc = report["location"]
@@ -579,8 +634,19 @@ def _subnet_of(address: str) -> int:
 
 
 def _family_matches(address: str, qtype: int) -> bool:
+    """Whether ``address`` answers ``qtype``: A and ANY take IPv4, AAAA IPv6, others none."""
     v6 = ":" in address
-    return (qtype == answers.TYPE_AAAA) == v6 if qtype != answers.TYPE_ANY else not v6
+    if qtype == answers.TYPE_AAAA:
+        return v6
+    return qtype in (answers.TYPE_A, answers.TYPE_ANY) and not v6
+
+
+def _in(client: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 _RCODE_NAMES = {

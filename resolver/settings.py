@@ -62,6 +62,17 @@ class ResolverSettings(BaseSettings):
         default=None,
         description="key for server cookies (RFC 7873); default: a random one per process",
     )
+    explain_trusted: tuple[str, ...] = Field(
+        default=(
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ),
+        description="sources that may ask TXT _explain.<name>, as JSON (a trace shows health)",
+    )
     rrl_rate: float = Field(
         default=100.0,
         ge=0,

@@ -300,9 +300,9 @@ def parse(data: bytes) -> Parsed:
     opcode = (flags >> 11) & 0xF
     if opcode != OPCODE_QUERY:
         return Rejected(ident, flags, NOTIMP, f"opcode {opcode} not implemented")
-    if ancount or nscount or arcount > 2:
-        return Rejected(ident, flags, FORMERR, "unexpected records in a query")
     if qdcount == 0:
+        if ancount or nscount or arcount > 2:
+            return Rejected(ident, flags, FORMERR, "unexpected records in a query")
         # Still read the OPT, so the FORMERR carries one (RFC 6891 section 7).
         extra = _additional(data, HEADER.size, arcount)
         return Rejected(ident, flags, FORMERR, "QDCOUNT is 0", opt=extra.opt)
@@ -316,6 +316,9 @@ def parse(data: bytes) -> Parsed:
         return Rejected(ident, flags, FORMERR, "question type and class are missing")
     qtype, qclass = struct.unpack_from("!HH", data, offset)
     question = data[HEADER.size : offset + 4]
+    if ancount or nscount or arcount > 2:
+        # Refused before the records are read: their count alone makes it no query.
+        return Rejected(ident, flags, FORMERR, "unexpected records in a query", question)
     extra = _additional(data, offset + 4, arcount)
     if extra.error is not None:
         return Rejected(ident, flags, FORMERR, extra.error, question, extra.opt)

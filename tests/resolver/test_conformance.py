@@ -559,3 +559,55 @@ def test_the_server_is_unharmed_after_the_battery(server: Running) -> None:
     assert m.rcode() == dns.rcode.NOERROR and m.answer
     assert server.responder.stats["internal_error"] == 0
     assert server.responder.last_error is None
+
+
+# -- found by the property tests and the fuzzer -------------------------------------------
+
+
+def test_a_dot_inside_a_label_aliases_nothing(server: Running) -> None:
+    wire = (
+        struct.pack("!HHHHHH", 0x1234, 0, 1, 0, 0, 0)
+        + b"\x0eapi.production"
+        + QNAME_API[15:]
+        + b"\0\1\0\1"
+    )
+    assert decode(udp(server, wire)).rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize(
+    ("name", "rdclass", "rcode"),
+    [
+        ("_explain.example.com", dns.rdataclass.IN, dns.rcode.REFUSED),
+        ("_explain.", dns.rdataclass.IN, dns.rcode.REFUSED),
+        (f"_explain.{ZONE}", dns.rdataclass.CH, dns.rcode.REFUSED),
+        (f"_explain.{API}", dns.rdataclass.IN, dns.rcode.NOERROR),
+    ],
+)
+def test_explain_txt_stays_inside_the_zone(
+    server: Running, name: str, rdclass: int, rcode: int
+) -> None:
+    m = decode(udp(server, query(name, "TXT", rdclass=rdclass)))
+    assert m.rcode() == rcode
+    if rcode == dns.rcode.NOERROR:
+        first = m.answer[0][0].strings[0].decode()
+        assert first.startswith("answer=10.1.0.")
+
+
+def test_explain_txt_is_refused_to_untrusted_sources(server: Running) -> None:
+    responder = server.responder
+    wire = query(f"_explain.{API}", "TXT")
+    reply = dns.message.from_wire(responder.handle(wire, "192.0.2.1") or b"")
+    assert reply.rcode() == dns.rcode.REFUSED
+
+
+def test_bad_counts_still_echo_the_question(server: Running) -> None:
+    wire = struct.pack("!HHHHHH", 0x1234, 0, 1, 1, 0, 0) + QNAME_API + b"\0\1\0\1"
+    _ident, flags, qd, *_ = header(udp(server, wire))
+    assert flags & 0xF == dns.rcode.FORMERR and qd == 1
+
+
+@pytest.mark.parametrize("rdtype", ["MX", "TXT", "NS"])
+def test_nameserver_names_answer_only_address_types(server: Running, rdtype: str) -> None:
+    m = decode(udp(server, query(f"ns00-{'x' * 50}.{ZONE}", rdtype)))
+    assert m.rcode() == dns.rcode.NOERROR and not m.answer
+    assert [r.rdtype for r in m.authority] == [dns.rdatatype.SOA]

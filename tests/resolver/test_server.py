@@ -140,10 +140,12 @@ async def test_redis_death_and_empty_restart_never_break_answers(own_redis: Redi
         assert region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
         await report_all(s, api, seq=2)
         assert region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
-        async with s.get(f"http://127.0.0.1:{bound.http_port}/v1/status") as r:
-            status = await r.json()
-        assert status["sync_errors"] >= 1
-        assert sorted(status["live_clusters"]) == sorted(PREFIX)
+        async def status() -> Any:
+            async with s.get(f"http://127.0.0.1:{bound.http_port}/v1/status") as r:
+                body = await r.json()
+            return body if sorted(body["live_clusters"]) == sorted(PREFIX) else None
+
+        assert (await eventually(status, timeout=3))["sync_errors"] >= 1
         async with s.get(f"http://127.0.0.1:{bound.http_port}/metrics") as r:
             metrics = await r.text()
         assert "globaldns_resolver_sync_errors_total" in metrics

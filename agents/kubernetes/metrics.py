@@ -1,0 +1,61 @@
+"""Prometheus metrics for the Kubernetes agent, read from counters the loops keep anyway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agents.agent import Agent
+from agents.kubernetes.source import KubernetesSource
+
+
+class AgentCollector(Collector):
+    def __init__(self, agent: Agent, source: KubernetesSource) -> None:
+        self.agent = agent
+        self.source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        informers = (self.source.slices, self.source.services, self.source.leases)
+        for field, help_text in (
+            ("lists", "full lists (the first, and every relist after a 410)"),
+            ("watches", "watch requests started"),
+            ("events", "watch events applied"),
+            ("bookmarks", "bookmarks received"),
+            ("expired", "410 Gone answers (each leads to a relist)"),
+            ("errors", "failed requests and broken streams (each leads to a backoff)"),
+            ("rejected", "objects skipped at translation (FQDN slices, malformed objects)"),
+        ):
+            family = CounterMetricFamily(
+                f"globaldns_agent_watch_{field}", help_text, labels=["resource"]
+            )
+            for informer in informers:
+                family.add_metric([informer.name], getattr(informer.stats, field))
+            yield family
+        yield CounterMetricFamily(
+            "globaldns_agent_annotation_problems",
+            "times a Service's globaldns.io annotations were found invalid (and ignored)",
+            value=self.source.annotation_problems,
+        )
+        yield GaugeMetricFamily(
+            "globaldns_agent_leader",
+            "1 while this pod reports for its cluster",
+            value=1 if self.source.reporting() else 0,
+        )
+        yield CounterMetricFamily(
+            "globaldns_agent_reports", "whole-state reports sent", value=self.agent.reports
+        )
+        yield CounterMetricFamily(
+            "globaldns_agent_heartbeats", "registry lease renewals", value=self.agent.heartbeats
+        )
+        yield CounterMetricFamily(
+            "globaldns_agent_node_lease_renewals",
+            "node Lease renewals",
+            value=self.source.node_lease.renewals,
+        )
+        yield GaugeMetricFamily(
+            "globaldns_agent_probe_targets",
+            "endpoints this pod probes",
+            value=sum(len(job.targets) for job in self.source.probe_jobs().values()),
+        )

@@ -1,0 +1,328 @@
+"""The Kubernetes source: three informers, two kinds of Lease, and the pure core.
+
+It implements :class:`agents.source.Source` for :class:`agents.agent.Agent`:
+
+* ``ready`` once the Services, EndpointSlices and Leases have each been listed, so the
+  first report after a start or a takeover is the whole picture, never an empty one;
+* ``reporting`` while this pod holds the leader Lease;
+* ``probe_jobs`` — the endpoints on this pod's node (and, for the leader, those without
+  a node) of Services that ask for a probe;
+* ``report_services`` — :func:`agents.kubernetes.cluster.build` over the caches, with
+  this pod's verdicts and the other nodes' (read from their Leases).
+
+Merging is cached per Service and redone only for Services whose slices or Service
+object changed, so a watch event costs one Service's merge, not the cluster's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import structlog
+from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, CoreV1Api, DiscoveryV1Api
+
+from agents.kubernetes import annotations as settings_from
+from agents.kubernetes import cluster, election, nodes, sharding
+from agents.kubernetes.informer import Informer, WatchSettings
+from agents.kubernetes.leases import Elector, LeaseApi, NodeLease
+from agents.kubernetes.merge import Merged, merge
+from agents.kubernetes.objects import (
+    EndpointSlice,
+    Key,
+    KubeService,
+    Lease,
+    parse_lease,
+    parse_service,
+    parse_slice,
+)
+from agents.source import ProbeJob, VerdictKey
+from registry.aio import sleep_or_stop
+from registry.model import ProbeState, Service
+
+log = structlog.get_logger("agents.kubernetes")
+
+
+class KubernetesSource:
+    def __init__(
+        self,
+        client: ApiClient,
+        *,
+        node: str,
+        identity: str,
+        namespace: str,
+        export_selector: str,
+        watch: WatchSettings | None = None,
+        leader_lease_s: int = 4,
+        leader_renew_s: float = 1.0,
+        leader_deadline_s: float = 3.0,
+        node_lease_s: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node = node
+        self.identity = identity
+        self.namespace = namespace
+        self.clock = clock
+        rng = rng or random.Random()
+        discovery: Any = DiscoveryV1Api(client)
+        core: Any = CoreV1Api(client)
+        coordination: Any = CoordinationV1Api(client)
+        self.slices: Informer[EndpointSlice] = Informer(
+            "endpointslices",
+            partial(
+                discovery.list_endpoint_slice_for_all_namespaces, label_selector=export_selector
+            ),
+            parse_slice,
+            settings=watch or WatchSettings(),
+            on_change=self._slice_changed,
+            rng=rng,
+        )
+        self.services: Informer[KubeService] = Informer(
+            "services",
+            partial(core.list_service_for_all_namespaces, label_selector=export_selector),
+            parse_service,
+            settings=watch or WatchSettings(),
+            on_change=self._service_changed,
+            rng=rng,
+        )
+        self.leases: Informer[Lease] = Informer(
+            "leases",
+            partial(
+                coordination.list_namespaced_lease, namespace, label_selector=nodes.LEASE_LABEL
+            ),
+            parse_lease,
+            settings=watch or WatchSettings(),
+            on_change=self._lease_changed,
+            rng=rng,
+        )
+        lease_api = LeaseApi(
+            client, namespace, timeout_s=max(1.0, leader_deadline_s - leader_renew_s)
+        )
+        self.elector = Elector(
+            lease_api,
+            identity=identity,
+            observed=lambda: self.leases.items.get((namespace, nodes.LEADER_LEASE)),
+            lease_s=leader_lease_s,
+            renew_s=leader_renew_s,
+            deadline_s=leader_deadline_s,
+            on_change=self._leadership_changed,
+            clock=clock,
+        )
+        self.node_lease = NodeLease(
+            lease_api,
+            node=node,
+            identity=identity,
+            duration_s=node_lease_s,
+            renew_s=node_lease_s / 3,
+        )
+        self._notify: Callable[[], None] = lambda: None
+        self._owner: dict[Key, Key] = {}
+        self._by_service: dict[Key, dict[Key, EndpointSlice]] = {}
+        self._dirty: set[Key] = set()
+        self._everything_dirty = True
+        self._merged: dict[Key, Merged] = {}
+        self._parsed: dict[Key, settings_from.Parsed] = {}
+        self._settings_of: dict[Key, tuple[Mapping[str, str], settings_from.Parsed]] = {}
+        self._jobs: dict[str, ProbeJob] | None = None
+        self._seen: dict[Key, election.Seen] = {}
+        self._last_peers = nodes.Peers()
+        self._leases_changed = asyncio.Event()
+        self._notes: set[tuple[str, str]] = set()
+        self.annotation_problems = 0
+        """Invalid-annotation events seen (a Service's set of problems changed)."""
+
+    # -- change tracking ------------------------------------------------------------
+
+    def _slice_changed(self, key: Key | None) -> None:
+        if key is None:
+            self._everything_dirty = True
+        else:
+            old = self._owner.pop(key, None)
+            if old is not None:
+                self._by_service.get(old, {}).pop(key, None)
+                self._dirty.add(old)
+            new = self.slices.items.get(key)
+            if new is not None:
+                self._owner[key] = new.service_key
+                self._by_service.setdefault(new.service_key, {})[key] = new
+                self._dirty.add(new.service_key)
+        self._changed()
+
+    def _service_changed(self, key: Key | None) -> None:
+        if key is None:
+            self._everything_dirty = True
+        else:
+            self._dirty.add(key)
+        self._changed()
+
+    def _lease_changed(self, key: Key | None) -> None:
+        self._leases_changed.set()
+        self.elector.lease_changed()
+        # A renewal that changes no verdict and no expiry changes no report: with a
+        # thousand nodes renewing every 10 s, reporting on each would be 100 reports/s.
+        self._peers_changed()
+
+    def _peers_changed(self) -> None:
+        peers = self.peers()
+        if peers != self._last_peers:
+            self._last_peers = peers
+            self._jobs = None
+            self._notify()
+
+    def _leadership_changed(self) -> None:
+        self._jobs = None
+        self._notify()
+
+    def _changed(self) -> None:
+        self._jobs = None
+        self._notify()
+
+    def _refresh(self) -> None:
+        if self._everything_dirty:
+            self._everything_dirty = False
+            self._dirty.clear()
+            self._owner = {k: s.service_key for k, s in self.slices.items.items()}
+            self._by_service = {}
+            for k, s in self.slices.items.items():
+                self._by_service.setdefault(s.service_key, {})[k] = s
+            self._merged = {k: merge(v.values()) for k, v in self._by_service.items()}
+            dirty = set(self.services.items) | set(self._parsed)
+        else:
+            dirty, self._dirty = self._dirty, set()
+            for key in dirty:
+                slices = self._by_service.get(key)
+                if slices:
+                    self._merged[key] = merge(slices.values())
+                else:
+                    self._by_service.pop(key, None)
+                    self._merged.pop(key, None)
+        for key in dirty:
+            service = self.services.items.get(key)
+            if service is None:
+                self._parsed.pop(key, None)
+                self._settings_of.pop(key, None)
+                continue
+            cached = self._settings_of.get(key)
+            if cached is not None and cached[0] == service.annotations:
+                self._parsed[key] = cached[1]
+                continue
+            parsed = settings_from.parse(service.annotations)
+            self._parsed[key] = parsed
+            self._settings_of[key] = (service.annotations, parsed)
+            if parsed.problems:
+                self.annotation_problems += 1
+                log.warning(
+                    "invalid globaldns.io annotations; the service is published with defaults",
+                    service=f"{key[0]}/{key[1]}",
+                    problems=list(parsed.problems),
+                )
+
+    # -- the Source protocol --------------------------------------------------------
+
+    def subscribe(self, notify: Callable[[], None]) -> None:
+        self._notify = notify
+
+    def ready(self) -> bool:
+        return all(i.synced.is_set() for i in (self.slices, self.services, self.leases))
+
+    def reporting(self) -> bool:
+        return self.elector.leading()
+
+    def probe_jobs(self) -> Mapping[str, ProbeJob]:
+        if self._jobs is None:
+            self._refresh()
+            self._jobs = sharding.probe_jobs(
+                self.services.items,
+                {k: p.settings for k, p in self._parsed.items()},
+                self._merged,
+                node=self.node,
+                leading=self.elector.leading(),
+            )
+        return self._jobs
+
+    def verdicts_changed(self, verdicts: Mapping[VerdictKey, ProbeState]) -> None:
+        self.node_lease.publish(verdicts)
+
+    def peers(self) -> nodes.Peers:
+        now = self.clock()
+        wall = time.time_ns() // 1_000_000
+        current = {}
+        for key, lease in self.leases.items.items():
+            current[key] = election.observe(self._seen.get(key), lease, now=now, wall_ms=wall)
+        self._seen = current
+        return nodes.peers(self.leases.items.values(), self._seen, now=now)
+
+    def report_services(self, verdicts: Mapping[VerdictKey, ProbeState]) -> tuple[Service, ...]:
+        self._refresh()
+        built = cluster.build(
+            self.services.items,
+            self._parsed,
+            self._merged,
+            node=self.node,
+            own=verdicts,
+            peers=self.peers(),
+        )
+        notes = set(built.notes)
+        for service, note in sorted(notes - self._notes):
+            log.info("not reported as is", service=service, why=note)
+        self._notes = notes
+        return built.services
+
+    # -- running --------------------------------------------------------------------
+
+    async def _expiries(self, stop: asyncio.Event) -> None:
+        """Wake the reporter when a node Lease expires (no event says so)."""
+        while not stop.is_set():
+            self._leases_changed.clear()
+            self.peers()
+            now = self.clock()
+            pending = [
+                election.expires_at(seen)
+                for seen in self._seen.values()
+                if not election.expired(seen, now)
+            ]
+            wait = (min(pending) - now + 0.01) if pending else 60.0
+            waits = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._leases_changed.wait()),
+            ]
+            try:
+                done, _ = await asyncio.wait(
+                    waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for w in waits:
+                    w.cancel()
+            if not done:
+                self._peers_changed()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the informers, the node Lease and, once synced, the election."""
+        tasks = [
+            asyncio.create_task(self.slices.run(), name="informer-endpointslices"),
+            asyncio.create_task(self.services.run(), name="informer-services"),
+            asyncio.create_task(self.leases.run(), name="informer-leases"),
+            asyncio.create_task(self.node_lease.run(stop), name="node-lease"),
+            asyncio.create_task(self._expiries(stop), name="lease-expiries"),
+        ]
+        try:
+            while not self.ready() and not stop.is_set():
+                await sleep_or_stop(stop, 0.01)
+            if not stop.is_set():
+                self._notify()
+                tasks.append(asyncio.create_task(self.elector.run(stop), name="elector"))
+            await stop.wait()
+        finally:
+            election_tasks = [t for t in tasks if t.get_name() == "elector"]
+            # Release leadership first (cleanly), then stop everything else.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*election_tasks, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,200 @@
+"""The DaemonSet shape: node-sharded probes, node Leases, one reporting leader.
+
+Two agent pods (node-a, node-b) of one cluster run against one test apiserver, the real
+registry and Redis; endpoints are loopback addresses with real listeners to probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from globaldns.redis_server import free_port
+from registry.model import Service
+from registry.store import opened
+from tests.agents import k8s
+from tests.helpers import eventually, registry
+
+NODE_A = ["127.70.0.1", "127.70.0.2"]
+NODE_B = ["127.70.0.3", "127.70.0.4"]
+NODELESS = "127.70.0.5"
+
+
+async def _accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
+@contextlib.asynccontextmanager
+async def listeners(port: int) -> AsyncIterator[dict[str, asyncio.Server]]:
+    servers = {
+        a: await asyncio.start_server(_accept, a, port) for a in [*NODE_A, *NODE_B, NODELESS]
+    }
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+def probed_service(port: int) -> tuple[dict[str, object], list[k8s.Pod]]:
+    svc = k8s.service(
+        "web",
+        annotations={
+            "globaldns.io/probe": "tcp",
+            "globaldns.io/probe-port": "http",
+            "globaldns.io/probe-interval": "100ms",
+            "globaldns.io/probe-timeout": "100ms",
+            "globaldns.io/probe-rise": "1",
+            "globaldns.io/probe-fall": "1",
+        },
+    )
+    pods = [
+        k8s.Pod(f"a{i}", ip, node="node-a", ports={"http": port}) for i, ip in enumerate(NODE_A)
+    ]
+    pods += [
+        k8s.Pod(f"b{i}", ip, node="node-b", ports={"http": port}) for i, ip in enumerate(NODE_B)
+    ]
+    return svc, pods
+
+
+def add_nodeless(server: k8s.TestApiserver, svc: dict[str, object], port: int) -> None:
+    """A hand-made slice (no nodeName), as a mirroring controller would write."""
+    pod = k8s.Pod("external", NODELESS, node=None, zone=None)
+    server.store.put(
+        "endpointslices",
+        k8s.endpoint_slice(
+            svc,  # type: ignore[arg-type]
+            "web-external",
+            endpoints=[k8s.endpoint(pod, svc)],  # type: ignore[arg-type]
+            ports=[{"name": "http", "port": port, "protocol": "TCP"}],
+        ),
+    )
+
+
+async def web(redis_url: str) -> Service | None:
+    async with opened(redis_url) as store:
+        state = await store.cluster("us-east-prod")
+    found = {s.key: s for s in state.services} if state else {}
+    return found.get("production/web")
+
+
+async def verdicts(redis_url: str) -> dict[str, tuple[bool, str] | None]:
+    found = await web(redis_url)
+    if found is None:
+        return {}
+    return {
+        e.address: (e.probe.healthy, e.probe.detail) if e.probe else None for e in found.endpoints
+    }
+
+
+def targets(pod: k8s.Running) -> set[str]:
+    return {t.address for job in pod.source.probe_jobs().values() for t in job.targets}
+
+
+async def test_probes_are_sharded_by_node_and_verdicts_reach_the_leader(
+    redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    svc, pods = probed_service(port)
+    async with (
+        listeners(port) as servers,
+        k8s.apiserver(tmp_path) as server,
+        registry(redis_url) as api,
+    ):
+        k8s.apply(server.store, svc, pods)  # type: ignore[arg-type]
+        add_nodeless(server, svc, port)
+        async with k8s.k8s_agent(server, tmp_path, api, node="node-a") as a:
+            await eventually(a.source.reporting)
+            async with k8s.k8s_agent(server, tmp_path, api, node="node-b") as b:
+                await eventually(lambda: b.source.ready() and targets(b))
+                assert targets(a) == {*NODE_A, NODELESS}  # the leader takes the nodeless one
+                assert targets(b) == set(NODE_B)
+                assert not b.source.reporting()
+
+                async def all_probed_healthy() -> bool:
+                    found = await verdicts(redis_url)
+                    return len(found) == 5 and all(v and v[0] for v in found.values())
+
+                await eventually(all_probed_healthy, timeout=5)
+                # node-b's probe sees it; node-b's Lease carries it; the leader reports it.
+                servers[NODE_B[1]].close()
+                servers[NODE_A[0]].close()
+
+                async def both_failing() -> dict[str, tuple[bool, str] | None] | None:
+                    found = await verdicts(redis_url)
+                    bad = {a for a, v in found.items() if v and not v[0]}
+                    return found if bad == {NODE_B[1], NODE_A[0]} else None
+
+                found = await eventually(both_failing, timeout=5)
+                assert found[NODE_B[1]] is not None and "tcp" in found[NODE_B[1]][1]
+                assert b.source.node_lease.renewals >= 2
+
+
+async def test_a_dead_nodes_endpoints_leave_when_its_lease_expires(
+    redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    svc, pods = probed_service(port)
+    async with (
+        listeners(port),
+        k8s.apiserver(tmp_path) as server,
+        registry(redis_url) as api,
+        k8s.k8s_agent(server, tmp_path, api, node="node-a") as a,
+    ):
+        k8s.apply(server.store, svc, pods)  # type: ignore[arg-type]
+        await eventually(a.source.reporting)
+        async with k8s.k8s_agent(server, tmp_path, api, node="node-b", token="node-b-token"):
+
+            async def all_healthy() -> bool:
+                found = await verdicts(redis_url)
+                return len(found) == 4 and all(v and v[0] for v in found.values())
+
+            await eventually(all_healthy, timeout=5)
+            server.tokens.discard("node-b-token")  # node-b is cut off: no more renewals
+            cut = time.monotonic()
+
+            async def node_b_out() -> bool:
+                found = await verdicts(redis_url)
+                return all(
+                    (v is not None and not v[0] and "lease expired" in v[1]) == (a in NODE_B)
+                    for a, v in found.items()
+                )
+
+            await eventually(node_b_out, timeout=6)
+            # The node Lease lasts 3 s; renewed every second: gone within 3 s of the cut.
+            assert time.monotonic() - cut <= 3.5
+
+
+async def test_leader_takeover_on_silence_and_on_release(redis_url: str, tmp_path: Path) -> None:
+    async with k8s.apiserver(tmp_path) as server, registry(redis_url) as api:
+        k8s.apply(server.store, k8s.service("web"), [k8s.Pod("w", "10.1.0.1")])
+        async with k8s.k8s_agent(server, tmp_path, api, node="node-b", token="b-token") as b:
+            await eventually(b.source.reporting)
+            async with k8s.k8s_agent(server, tmp_path, api, node="node-a") as a:
+                await eventually(a.source.ready)
+                await asyncio.sleep(0.5)
+                assert not a.source.reporting()
+                # node-b's pod is cut off from the apiserver: it cannot renew. It must
+                # stop reporting before node-a may start: never two reporters at once.
+                server.tokens.discard("b-token")
+                cut = time.monotonic()
+                while not a.source.reporting():
+                    assert time.monotonic() - cut < 4, "no takeover"
+                    await asyncio.sleep(0.01)
+                taken = time.monotonic() - cut
+                assert not b.source.reporting()
+                assert taken <= 2.0 + 0.5  # one lease period (2 s) after the last renewal
+                await eventually(lambda: a.agent.reports >= 1)
+                # node-b is back; node-a stops cleanly and hands over at once.
+                server.tokens.add("b-token")
+                reports = b.agent.reports
+                a.stop.set()
+                stopped = time.monotonic()
+                await a.task
+                await eventually(b.source.reporting, timeout=3)
+                assert time.monotonic() - stopped < 1.0
+                await eventually(lambda: b.agent.reports > reports)
+                assert (await web(redis_url)) is not None
