@@ -192,9 +192,11 @@ class Responder:
             variants = entry.variants
         else:
             where, source = self._where(query, client)
-            bucket, who, location = self._client(entry, where, source)
+            location = self._locate(where, source)
+            bucket = self._bucket(entry, where, location)
             choice = entry.by_bucket.get(bucket)
             if choice is None:
+                who = self._who(bucket, self._jurisdictions)
                 choice = entry.by_bucket[bucket] = self._choose(entry, who)
             variants = choice.variants
             if source == "client subnet" and choice.location_dependent:
@@ -434,26 +436,42 @@ class Responder:
             location = self._located[key] = self.locator.locate(where, source=source)
         return location
 
-    def _client(
-        self, entry: Located, where: str, source: str
-    ) -> tuple[object, policy.Client, Location]:
-        location = self._locate(where, source)
+    def _bucket(self, entry: Located, where: str, location: Location) -> tuple[object, ...]:
+        """What the service's policy looks at about this client (cheap: every query)."""
         if entry.pinned is not None:
-            return None, policy.Client(), location
+            return ()
         service = self.snapshot.services[entry.owner]
         kind = service.policy.kind
         if kind == "all":
-            return None, policy.Client(), location
-        region, cluster = location.region, location.cluster
-        who = policy.Client(
-            region=region,
-            cluster=cluster,
-            jurisdiction=self._jurisdictions.get(region) if region else None,
-        )
+            return ()
         if kind == "weighted":
             pick = policy.weighted_pick(service, entry.family, _subnet_of(where))
-            return (pick, region, cluster), replace(who, pick=pick), location
-        return (region, cluster), who, location
+            return (location.region, location.cluster, pick)
+        return (location.region, location.cluster)
+
+    @staticmethod
+    def _who(bucket: tuple[object, ...], jurisdictions: Mapping[str, str | None]) -> policy.Client:
+        """The client as a decision sees it (only on a miss of the bucket)."""
+        if not bucket:
+            return policy.Client()
+        region, cluster = bucket[0], bucket[1]
+        assert region is None or isinstance(region, str)
+        assert cluster is None or isinstance(cluster, str)
+        pick = bucket[2] if len(bucket) > 2 else None
+        assert pick is None or isinstance(pick, str)
+        return policy.Client(
+            region=region,
+            cluster=cluster,
+            jurisdiction=jurisdictions.get(region) if region else None,
+            pick=pick,
+        )
+
+    def _client(
+        self, entry: Located, where: str, source: str
+    ) -> tuple[tuple[object, ...], policy.Client, Location]:
+        location = self._locate(where, source)
+        bucket = self._bucket(entry, where, location)
+        return bucket, self._who(bucket, self._jurisdictions), location
 
     def _scope(self, entry: Located, where: str, location: Location) -> int:
         service = self.snapshot.services[entry.owner]

@@ -140,6 +140,7 @@ async def test_redis_death_and_empty_restart_never_break_answers(own_redis: Redi
         assert region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
         await report_all(s, api, seq=2)
         assert region_of(await aquery(port, NAME, source="127.0.2.1")) == "eu-west-prod"
+
         async def status() -> Any:
             async with s.get(f"http://127.0.0.1:{bound.http_port}/v1/status") as r:
                 body = await r.json()
