@@ -47,6 +47,24 @@ class ResolverCollector(Collector):
         for event in EVENTS:
             events.add_metric([event], stats.get(event, 0))
         yield events
+        fallback = CounterMetricFamily(
+            "globaldns_resolver_all_unhealthy_answers",
+            "answers given with no healthy endpoint left, by the service's choice",
+            labels=["choice"],
+        )
+        for choice in ("last_known_good", "all", "none", "fenced_empty"):
+            fallback.add_metric([choice], stats.get(f"all_unhealthy_{choice}", 0))
+        yield fallback
+        unhealthy = sum(
+            1
+            for e in self.responder.snapshot.services.values()
+            if not any(c.healthy for c in e.candidates)
+        )
+        yield GaugeMetricFamily(
+            "globaldns_resolver_services_all_unhealthy",
+            "services with no healthy endpoint anywhere in the snapshot",
+            value=unhealthy,
+        )
         if self.responder.limiter is not None:
             rrl = CounterMetricFamily(
                 "globaldns_resolver_rrl", "responses held back by rate limiting", labels=["action"]

@@ -59,6 +59,8 @@ class Static:
 class Choice:
     variants: tuple[Packed, ...]
     location_dependent: bool
+    fallback: str | None = None
+    """The all-unhealthy branch this answer comes from, counted per query when set."""
 
 
 @dataclass(slots=True)
@@ -199,6 +201,8 @@ class Responder:
                 who = self._who(bucket, self._jurisdictions)
                 choice = entry.by_bucket[bucket] = self._choose(entry, who)
             variants = choice.variants
+            if choice.fallback is not None:
+                self.stats[choice.fallback] += 1
             if source == "client subnet" and choice.location_dependent:
                 scope = self._scope(entry, where, location)
         packed = variants[next(self._turn) % len(variants)] if len(variants) > 1 else variants[0]
@@ -495,7 +499,7 @@ class Responder:
         decision = self.decision(entry, who)
         if not decision.addresses:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
-            return Choice(negative.variants, decision.location_dependent)
+            return Choice(negative.variants, decision.location_dependent, _fallback(decision))
         ttl = self.snapshot.services[entry.owner].ttl
         return Choice(
             tuple(
@@ -508,6 +512,7 @@ class Responder:
                 for rotation in policy.rotations(decision.addresses)
             ),
             decision.location_dependent,
+            _fallback(decision),
         )
 
     def decide(self, owner: str, family: int, region: str | None) -> policy.Decision | None:
@@ -638,6 +643,13 @@ class Responder:
             lines.append(report["reason"])
         record = answers.txt(query.labels, [line[:255] for line in lines])
         return answers.pack(query.labels, query.qtype, query.qclass, answers=[record])
+
+
+def _fallback(decision: policy.Decision) -> str | None:
+    """``all_unhealthy_<choice>`` when nothing healthy was left to answer with."""
+    if decision.branch.startswith("all-unhealthy-") or decision.branch == "fenced-empty":
+        return "all_unhealthy_" + decision.branch.removeprefix("all-unhealthy-").replace("-", "_")
+    return None
 
 
 def _subnet_of(address: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
@@ -141,9 +142,15 @@ def test_residency_never_leaves_europe(dev: Dev) -> None:
         dev.cli("policy", "clear", "production/api")
 
 
-def test_geo_answers_agree_with_explain(dev: Dev) -> None:
+def test_geo_and_all_answers_agree_with_explain(dev: Dev) -> None:
     for source in ("127.0.1.1", "127.0.2.1", "127.0.3.1", "127.0.0.1"):
         agree(dev, "api", source)
+    set_policy(dev, "web", {"kind": "all"})
+    try:
+        until(lambda: len(clusters_of(ask(dev, "web"))) == 3, 2)
+        assert agree(dev, "web", "127.0.2.1") == set(ask(dev, "web", "127.0.1.1"))
+    finally:
+        dev.cli("policy", "clear", "production/web")
 
 
 def test_draining_the_last_healthy_cluster_needs_force(dev: Dev) -> None:
@@ -167,6 +174,10 @@ def test_draining_the_last_healthy_cluster_needs_force(dev: Dev) -> None:
         # Every cluster drained: the services' all-unhealthy choice answers (default:
         # the endpoints last known good), never an empty answer by accident.
         assert ask(dev, "api") != []
+        metrics = urllib.request.urlopen(dev.state["resolver_url"] + "/metrics").read().decode()
+        assert 'globaldns_resolver_all_unhealthy_answers_total{choice="last_known_good"}' in metrics
+        assert "globaldns_resolver_services_all_unhealthy 3.0" in metrics
+        assert 'all_unhealthy_answers_total{choice="last_known_good"} 0.0' not in metrics
     finally:
         for cluster in ("us-east-prod", "eu-west-prod", "ap-south-prod"):
             dev.cli("undrain", cluster)
