@@ -9,10 +9,11 @@ region; ties break by name so that every resolver orders them the same way.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from registry.geography import distance_km, region_order
+from registry.model import Region
 
 __all__ = ["Location", "Locator", "distance_km", "region_order"]
 
@@ -29,13 +30,22 @@ class Location:
     """The cluster the matched network belongs to, when it names one."""
 
 
+GeoLookup = Callable[[str], tuple[float, float, int] | None]
+"""An address's (latitude, longitude, prefix length), from a GeoIP database."""
+
+
 class Locator:
     def __init__(
         self,
         networks: Iterable[tuple[str, str] | tuple[str, str, str | None]],
         default_region: str | None,
+        *,
+        geoip: GeoLookup | None = None,
+        regions: Sequence[Region] = (),
     ) -> None:
         self.default_region = default_region
+        self.geoip = geoip
+        self.regions = tuple(regions)
         tables: dict[tuple[int, int], dict[int, tuple[str, str | None]]] = {}
         self._networks: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
         for network in networks:
@@ -74,6 +84,14 @@ class Locator:
             found = table.get(value >> shift if plen else 0)
             if found is not None:
                 return Location(found[0], f"{source} in a configured /{plen}", plen, found[1])
+        if self.geoip is not None and self.regions:
+            place = self.geoip(str(ip))
+            if place is not None:
+                latitude, longitude, prefix = place
+                here = Region(name="client", latitude=latitude, longitude=longitude)
+                nearest = min(self.regions, key=lambda r: (distance_km(here, r), r.name))
+                why = f"{source} in GeoIP /{prefix} at {latitude:.2f},{longitude:.2f}"
+                return Location(nearest.name, why, prefix)
         return Location(self.default_region, "default region (no configured network)", 0)
 
     def scope(self, address: str, location: Location) -> int:

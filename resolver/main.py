@@ -25,6 +25,7 @@ from registry.http import running
 from registry.topology import Topology
 from resolver import sockets
 from resolver.geo import Locator
+from resolver.geoip import GeoIP
 from resolver.metrics import ResolverCollector
 from resolver.respond import Options, Responder
 from resolver.rrl import RrlConfig
@@ -50,8 +51,12 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
         negative_ttl=settings.negative_ttl,
         nameservers=dict(settings.nameservers),
     )
+    geoip = GeoIP(settings.geoip_database).lookup if settings.geoip_database else None
     locator = Locator(
-        ((n.cidr, n.region, n.cluster) for n in topology.networks), topology.default_region
+        ((n.cidr, n.region, n.cluster) for n in topology.networks),
+        topology.default_region,
+        geoip=geoip,
+        regions=topology.regions,
     )
     secret = settings.cookie_secret.encode() if settings.cookie_secret else secrets.token_bytes(16)
     rrl = None

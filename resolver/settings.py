@@ -27,6 +27,11 @@ class ResolverSettings(BaseSettings):
         default=Path("deploy/examples/topology.yaml"),
         description="regions (coordinates) and client networks (CIDR → region)",
     )
+    geoip_database: Path | None = Field(
+        default=None,
+        description="MaxMind-format city database; clients no network matches go to the "
+        "region nearest to where it places them",
+    )
     zone: str = Field(default="global.example.com", description="the zone answered for")
     ttl: int = Field(default=5, ge=0, le=3600, description="TTL of answers a service sets none for")
     negative_ttl: int = Field(

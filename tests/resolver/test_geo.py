@@ -56,3 +56,40 @@ def test_region_order_nearest_first() -> None:
     )
     assert region_order("ap-south-1", REGIONS)[:2] == ("ap-south-1", "eu-central-1")
     assert region_order(None, REGIONS) == tuple(sorted(r.name for r in REGIONS))
+
+
+def test_a_latency_matrix_overrides_distance() -> None:
+    latency = {"eu-west-1": {"ap-south-1": 40.0, "us-east-1": 90.0}}
+    assert region_order("eu-west-1", REGIONS, latency) == (
+        "eu-west-1",
+        "ap-south-1",
+        "us-east-1",
+        "eu-central-1",
+    )
+    assert region_order("us-east-1", REGIONS, latency)[:2] == ("us-east-1", "eu-west-1")
+
+
+def test_catalogue_regions_need_no_coordinates() -> None:
+    from registry import topology
+
+    t = topology.parse(
+        {
+            "regions": {
+                "eu-central-1": {},
+                "us-east-1": {},
+                "mars-1": {"latitude": 1, "longitude": 1},
+            },
+            "clusters": {"fra": {"region": "eu-central-1"}},
+            "networks": {"10.9.0.0/16": "fra"},
+        }
+    )
+    by_name = {r.name: r for r in t.regions}
+    assert by_name["eu-central-1"].jurisdiction == "eu"
+    assert by_name["us-east-1"].latitude == pytest.approx(38.13)
+    assert by_name["mars-1"].jurisdiction is None
+    # A network may name a cluster: its clients are in that cluster's region, and cluster.
+    [network] = t.networks
+    assert (network.region, network.cluster) == ("eu-central-1", "fra")
+    locator = Locator([(network.cidr, network.region, network.cluster)], None)
+    found = locator.locate("10.9.1.1")
+    assert (found.region, found.cluster) == ("eu-central-1", "fra")
