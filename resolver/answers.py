@@ -15,7 +15,20 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dnslib import AAAA, NS, QTYPE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import (
+    AAAA,
+    NS,
+    QTYPE,
+    RR,
+    SOA,
+    SRV,
+    TXT,
+    A,
+    DNSHeader,
+    DNSLabel,
+    DNSQuestion,
+    DNSRecord,
+)
 
 from resolver import wire
 
@@ -63,6 +76,10 @@ def a_or_aaaa(owner: Sequence[bytes], address: str, ttl: int) -> RR:
     if ipaddress.ip_address(address).version == 4:
         return RR(label(owner), TYPE_A, ttl=ttl, rdata=A(address))
     return RR(label(owner), TYPE_AAAA, ttl=ttl, rdata=AAAA(address))
+
+
+def srv(owner: Sequence[bytes], port: int, target: Sequence[bytes], ttl: int) -> RR:
+    return RR(label(owner), QTYPE.SRV, ttl=ttl, rdata=SRV(0, 100, port, label(target)))
 
 
 def txt(owner: Sequence[bytes], strings: Sequence[str], ttl: int = 0) -> RR:

@@ -97,6 +97,17 @@ def decide(
         return _nearest(entry, pool, client, order, trace, "residency")
     healthy = [c for c in of_family if c.healthy]
     if not healthy:
+        standby = [c for c in of_family if c.standby]
+        if standby:
+            trace.append("no endpoint ready anywhere: serving-and-terminating ones instead")
+            return Decision(
+                _addresses(standby),
+                None,
+                "nothing ready; endpoints still serving while they terminate",
+                False,
+                "serving-terminating",
+                tuple(trace),
+            )
         return _all_unhealthy(entry, family, of_family, trace)
     if policy.kind == "failover":
         for item in policy.order:

@@ -47,6 +47,7 @@ TYPE_IXFR, TYPE_AXFR, TYPE_MAILB, TYPE_MAILA = 251, 252, 253, 254
 META_TYPES = {wire.TYPE_OPT, 249, 250}  # OPT, TKEY, TSIG: never asked for
 MAX_CACHED_NAMES = 50_000
 TYPE_TXT = 16
+TYPE_SRV = 33
 STICKY_V4, STICKY_V6 = 24, 56
 
 
@@ -79,6 +80,8 @@ class Located:
     qclass: int
     pinned: str | None = None
     """``<cluster>.<service>.<namespace>``: only that cluster's endpoints."""
+    srv: tuple[str, str] | None = None
+    """``_<port>._<proto>.<service>.<namespace>`` SRV: the port's name and protocol."""
     by_bucket: dict[object, Choice] = field(default_factory=dict)
 
 
@@ -386,6 +389,9 @@ class Responder:
             if records:
                 return Static((answers.pack(labels, qtype, qclass, answers=records),))
             return self._negative(labels, qtype, qclass, NOERROR)
+        srv = self._srv(labels, relative, qtype, qclass)
+        if srv is not None:
+            return srv
         owner = b".".join(relative).decode("latin-1")
         pinned = None
         if depth == 3 and owner.partition(".")[2] in self.snapshot.services:
@@ -393,6 +399,18 @@ class Responder:
             entry = self.snapshot.services[rest]
             if any(c.cluster == cluster for c in entry.candidates):
                 owner, pinned = rest, cluster
+            else:
+                target = _undash(cluster)
+                known = [c for c in entry.candidates if c.address == target]
+                if known:  # an SRV target: <address-with-dashes>.<service>.<namespace>
+                    records = [
+                        answers.a_or_aaaa(labels, c.address, entry.ttl)
+                        for c in known[:1]
+                        if _family_matches(c.address, qtype)
+                    ]
+                    if records:
+                        return Static((answers.pack(labels, qtype, qclass, answers=records),))
+                    return self._negative(labels, qtype, qclass, NOERROR)
         if owner in self.snapshot.services:
             family = {answers.TYPE_A: 4, answers.TYPE_AAAA: 6, answers.TYPE_ANY: 4}.get(qtype)
             if family is None:
@@ -401,6 +419,64 @@ class Responder:
         if depth == 1 and relative[0].decode("latin-1") in self.snapshot.namespaces:
             return self._negative(labels, qtype, qclass, NOERROR)  # empty non-terminal
         return self._negative(labels, qtype, qclass, NXDOMAIN)
+
+    def _srv(
+        self, labels: tuple[bytes, ...], relative: tuple[bytes, ...], qtype: int, qclass: int
+    ) -> Entry | None:
+        """``_<port>._<proto>.<service>.<namespace>`` (and ``_<proto>...`` above it)."""
+        if not relative or not relative[0].startswith(b"_"):
+            return None
+        protocols = {b"_tcp": "TCP", b"_udp": "UDP", b"_sctp": "SCTP"}
+        if relative[0] in protocols and len(relative) == 3:
+            owner = b".".join(relative[1:]).decode("latin-1")
+            if owner in self.snapshot.services:
+                return self._negative(labels, qtype, qclass, NOERROR)  # empty non-terminal
+            return None
+        if len(relative) != 4 or relative[1] not in protocols:
+            return None
+        owner = b".".join(relative[2:]).decode("latin-1")
+        service = self.snapshot.services.get(owner)
+        if service is None:
+            return None
+        name, protocol = relative[0][1:].decode("latin-1"), protocols[relative[1]]
+        if not any(
+            (p.name, p.protocol) == (name, protocol) for c in service.candidates for p in c.ports
+        ):
+            return self._negative(labels, qtype, qclass, NXDOMAIN)
+        if qtype not in (TYPE_SRV, answers.TYPE_ANY):
+            return self._negative(labels, qtype, qclass, NOERROR)
+        return Located(owner, 4, labels, qtype, qclass, srv=(name, protocol))
+
+    def _choose_srv(self, entry: Located, who: policy.Client) -> Choice:
+        """SRV records for the endpoints the policy gives, each with its own port."""
+        assert entry.srv is not None
+        service = self.snapshot.services[entry.owner]
+        name, protocol = entry.srv
+        records: list[tuple[int, tuple[bytes, ...]]] = []
+        dependent = False
+        for family in (4, 6):
+            decision = self.decision(replace(entry, family=family), who)
+            dependent |= decision.location_dependent
+            for address in decision.addresses:
+                for c in service.candidates:
+                    if c.address != address:
+                        continue
+                    port = next(
+                        (p.port for p in c.ports if (p.name, p.protocol) == (name, protocol)), None
+                    )
+                    if port is not None:
+                        target = (_dash(address).encode(), *entry.labels[2:])
+                        records.append((port, target))
+                    break
+        if not records:
+            negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
+            return Choice(negative.variants, dependent)
+        rrs = [answers.srv(entry.labels, port, target, service.ttl) for port, target in records]
+        variants = tuple(
+            answers.pack(entry.labels, entry.qtype, entry.qclass, answers=list(rotation))
+            for rotation in policy.rotations(rrs)
+        )
+        return Choice(variants, dependent)
 
     def _refused(self, labels: tuple[bytes, ...], qtype: int, qclass: int, ede: int) -> Static:
         packed = answers.pack(labels, qtype, qclass, rcode=REFUSED, authoritative=False, ede=ede)
@@ -496,6 +572,8 @@ class Responder:
         )
 
     def _choose(self, entry: Located, who: policy.Client) -> Choice:
+        if entry.srv is not None:
+            return self._choose_srv(entry, who)
         decision = self.decision(entry, who)
         if not decision.addresses:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
@@ -649,6 +727,20 @@ def _fallback(decision: policy.Decision) -> str | None:
     """``all_unhealthy_<choice>`` when nothing healthy was left to answer with."""
     if decision.branch.startswith("all-unhealthy-") or decision.branch == "fenced-empty":
         return "all_unhealthy_" + decision.branch.removeprefix("all-unhealthy-").replace("-", "_")
+    return None
+
+
+def _dash(address: str) -> str:
+    """An address as one DNS label, as Kubernetes DNS writes pod names: 10-1-2-3."""
+    return address.replace(".", "-").replace(":", "-")
+
+
+def _undash(label: str) -> str | None:
+    for candidate in (label.replace("-", "."), label.replace("-", ":")):
+        try:
+            return ipaddress.ip_address(candidate).compressed
+        except ValueError:
+            continue
     return None
 
 

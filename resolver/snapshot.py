@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from registry import health
-from registry.model import ClusterState, Policy, PolicyOverride, Service
+from registry.model import ClusterState, Policy, PolicyOverride, Port, Service
 from registry.policies import DEFAULT_POLICY, effective_policy
 
 DEFAULT_TTL = 5
@@ -42,6 +42,11 @@ class Candidate:
     region: str
     healthy: bool
     reasons: tuple[str, ...] = ()
+    ports: tuple[Port, ...] = ()
+    """This endpoint's ports: its own (per EndpointSlice) or else the service's."""
+    standby: bool = False
+    """Serving and terminating, and nothing else wrong: the fallback when no endpoint
+    of the service is ready anywhere (as kube-proxy does)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +158,12 @@ def build(
                         region=cluster.region,
                         healthy=verdict.healthy,
                         reasons=verdict.reasons,
+                        ports=endpoint.ports if endpoint.ports is not None else service.ports,
+                        standby=(
+                            verdict.reasons == ("not ready",)
+                            and endpoint.conditions.serving is not False
+                            and endpoint.conditions.terminating is True
+                        ),
                     )
                 )
     services = {}

@@ -165,7 +165,6 @@ async def test_an_agent_restart_never_drops_a_healthy_endpoint(
     assert dropped == []
 
 
-@pytest.mark.skip(reason="resolver SRV pending")
 async def test_srv_records_carry_the_per_slice_ports(redis_url: str, tmp_path: Path) -> None:
     async with world(redis_url, tmp_path) as w, us_agent(w, tmp_path, "node-a"):
         w.us_pods[2].ports = {"http": 8081}

@@ -280,3 +280,31 @@ def test_policy_validation() -> None:
         Policy(kind="failover")
     with pytest.raises(ValueError, match="positive total"):
         Policy(kind="weighted", weights={"a": 0})
+
+
+def test_serving_terminating_endpoints_are_the_fallback_when_nothing_is_ready() -> None:
+    from registry.model import Conditions
+
+    def service(*endpoints: Endpoint) -> ServiceEntry:
+        cluster = ClusterState(
+            name="us-east-prod",
+            region="us-east-1",
+            last_seen_ms=1,
+            services=(Service(namespace="production", name="api", endpoints=endpoints),),
+        )
+        return build([cluster], generation=1, sync_ms=1, lease_ttl_ms=6000).services[
+            "api.production"
+        ]
+
+    terminating = Conditions(ready=False, serving=True, terminating=True)
+    gone = Conditions(ready=False, serving=False, terminating=True)
+    only_terminating = service(
+        Endpoint(address="10.1.0.1", conditions=terminating),
+        Endpoint(address="10.1.0.2", conditions=gone),
+    )
+    decision = run(only_terminating)
+    assert (decision.addresses, decision.branch) == (("10.1.0.1",), "serving-terminating")
+    with_ready = service(
+        Endpoint(address="10.1.0.1", conditions=terminating), Endpoint(address="10.1.0.3")
+    )
+    assert run(with_ready).addresses == ("10.1.0.3",)

@@ -233,3 +233,40 @@ def test_swap_invalidates_prepacked_answers(responder: Responder) -> None:
         )
     )
     assert addresses(ask(responder, client="127.0.2.1")) == {"10.1.0.1", "10.1.0.2", "10.1.0.3"}
+
+
+def test_srv_names_and_their_targets() -> None:
+    from registry.model import Port
+
+    r = build_responder(ResolverSettings(topology=TOPOLOGY_FILE), topology())
+    http = Port(name="http", port=8080)
+    service = Service(
+        namespace="production",
+        name="api",
+        ports=(http,),
+        endpoints=(
+            Endpoint(address="10.2.0.1"),
+            Endpoint(address="10.2.0.2", ports=(Port(name="http", port=8081),)),
+            Endpoint(address="2001:db8::5"),
+        ),
+    )
+    cluster = ClusterState(
+        name="eu-west-prod", region="eu-west-1", last_seen_ms=NOW, services=(service,)
+    )
+    r.swap(build([cluster], generation=1, sync_ms=NOW, lease_ttl_ms=6000))
+    reply = ask(r, f"_http._tcp.{NAME}", "SRV")
+    records = sorted((rr.port, rr.target.to_text()) for rr in reply.answer[0])
+    assert records == [
+        (8080, "10-2-0-1.api.production.global.example.com."),
+        (8080, "2001-db8--5.api.production.global.example.com."),
+        (8081, "10-2-0-2.api.production.global.example.com."),
+    ]
+    assert addresses(ask(r, "10-2-0-2.api.production.global.example.com")) == {"10.2.0.2"}
+    assert addresses(ask(r, "2001-db8--5.api.production.global.example.com", "AAAA")) == {
+        "2001:db8::5"
+    }
+    assert ask(r, "10-9-9-9.api.production.global.example.com").rcode() == dns.rcode.NXDOMAIN
+    assert ask(r, f"_tcp.{NAME}", "SRV").rcode() == dns.rcode.NOERROR  # empty non-terminal
+    assert ask(r, f"_grpc._tcp.{NAME}", "SRV").rcode() == dns.rcode.NXDOMAIN
+    nodata = ask(r, f"_http._tcp.{NAME}", "A")
+    assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
