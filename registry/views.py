@@ -102,7 +102,3 @@ def services(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, dict[str, An
         entry["policy"] = policy.model_dump()
         entry["policy_source"] = source
     return dict(sorted(out.items()))
-
-
-def service_names(services_: list[Service]) -> list[str]:
-    return sorted({s.key for s in services_})

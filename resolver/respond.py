@@ -153,10 +153,11 @@ class Responder:
 
     def handle(self, data: bytes, client: str, *, tcp: bool = False) -> bytes | None:
         try:
-            message = self._handle(data, client, tcp)
+            parsed = wire.parse(data)
+            message = self._handle(parsed, client, tcp)
             if message is None or tcp or self.limiter is None:
                 return message
-            return self._limit(data, message, client)
+            return self._limit(parsed, message, client)
         except Exception:  # contain any fault to this one packet
             self.stats["internal_error"] += 1
             self.last_error = traceback.format_exc()
@@ -165,8 +166,7 @@ class Responder:
             ident, flags = int.from_bytes(data[:2], "big"), int.from_bytes(data[2:4], "big")
             return answers.header(ident, wire.QR | (flags & wire.RD) | SERVFAIL, 0, 0, 0, 0)
 
-    def _handle(self, data: bytes, client: str, tcp: bool) -> bytes | None:
-        parsed = wire.parse(data)
+    def _handle(self, parsed: wire.Parsed, client: str, tcp: bool) -> bytes | None:
         if isinstance(parsed, wire.Dropped):
             self.stats["dropped"] += 1
             return None
@@ -308,9 +308,8 @@ class Responder:
             return False
         return hmac.compare_digest(self._server_cookie(client, cookie[:8], stamp), cookie[8:])
 
-    def _limit(self, data: bytes, message: bytes, client: str) -> bytes | None:
+    def _limit(self, parsed: wire.Parsed, message: bytes, client: str) -> bytes | None:
         assert self.limiter is not None
-        parsed = wire.parse(data)  # cheap; only on the UDP path with RRL configured
         if isinstance(parsed, wire.Query):
             opt = parsed.opt
             if (
