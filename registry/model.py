@@ -13,6 +13,7 @@ decided in :mod:`registry.health`, not stored.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from typing import Annotated, Literal
@@ -23,9 +24,23 @@ DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_RE = re.compile(DNS_LABEL)
 
 Label = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+ServiceKey = Annotated[
+    str,
+    Field(
+        pattern=DNS_LABEL.removesuffix("$") + "/" + DNS_LABEL.removeprefix("^"),
+        max_length=127,
+        description="<namespace>/<name>",
+    ),
+]
 
-MAX_ENDPOINTS_PER_SERVICE = 256
-MAX_SERVICES_PER_CLUSTER = 1000
+# Defaults of the registry's limits (each one a setting of the registry API, which
+# answers 413 naming the limit and the value when a report exceeds it). The models
+# themselves only enforce ceilings far above them, so that a bigger setting works.
+MAX_ENDPOINTS_PER_SERVICE = 1000
+MAX_SERVICES_PER_CLUSTER = 10_000
+MAX_CLUSTERS = 100
+_CEILING_ENDPOINTS = 100_000
+_CEILING_SERVICES = 1_000_000
 
 
 class Frozen(BaseModel):
@@ -159,7 +174,7 @@ class Service(Frozen):
     namespace: Label
     name: Label
     ports: tuple[Port, ...] = ()
-    endpoints: tuple[Endpoint, ...] = Field(default=(), max_length=MAX_ENDPOINTS_PER_SERVICE)
+    endpoints: tuple[Endpoint, ...] = Field(default=(), max_length=_CEILING_ENDPOINTS)
     ttl: int | None = Field(default=None, ge=1, le=300, description="answer TTL in seconds")
     policy: Policy | None = Field(
         default=None, description="from the service's globaldns.io/* annotations"
@@ -180,23 +195,58 @@ class Service(Frozen):
 
 
 class Report(Frozen):
-    """An agent's whole-state report for its cluster.
+    """An agent's report for its cluster: the whole state, or a delta on top of one.
 
     ``cluster`` is optional: the registry takes the cluster from the credential, and
     refuses a report that names another one. ``seq`` orders reports from one cluster: a
     delayed or retried older report never overwrites a newer one.
+
+    Without ``base_seq`` the report is the cluster's whole state: what it does not list
+    is removed. With ``base_seq`` it is a *delta*: ``services`` are upserted whole,
+    ``removed`` are deleted, and everything else stays; the registry applies it only if
+    the report it holds is exactly ``base_seq`` (anything else answers 409 with
+    ``resync``, and the agent sends its whole state again).
     """
 
     cluster: Label | None = None
     seq: int = Field(ge=0, description="monotonically increasing per cluster (ns since epoch)")
-    services: tuple[Service, ...] = Field(default=(), max_length=MAX_SERVICES_PER_CLUSTER)
+    base_seq: int | None = Field(
+        default=None, ge=0, description="delta: the seq of the report this one builds on"
+    )
+    services: tuple[Service, ...] = Field(default=(), max_length=_CEILING_SERVICES)
+    removed: tuple[ServiceKey, ...] = Field(
+        default=(), max_length=_CEILING_SERVICES, description="delta: services to delete"
+    )
+    observed_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="wall-clock ms at which the agent observed the oldest change in this "
+        "report (for the propagation histograms)",
+    )
+
+    @property
+    def is_delta(self) -> bool:
+        return self.base_seq is not None
 
     @model_validator(mode="after")
-    def _unique_services(self) -> Report:
-        keys = [service.key for service in self.services]
-        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    def _consistent(self) -> Report:
+        seen: set[str] = set()
+        duplicates: set[str] = set()
+        for service in self.services:
+            (duplicates if service.key in seen else seen).add(service.key)
         if duplicates:
-            raise ValueError(f"services listed twice: {', '.join(duplicates)}")
+            raise ValueError(f"services listed twice: {', '.join(sorted(duplicates)[:10])}")
+        if self.base_seq is None:
+            if self.removed:
+                raise ValueError("'removed' belongs to a delta (a report with base_seq)")
+            return self
+        if self.base_seq >= self.seq:
+            raise ValueError(f"base_seq {self.base_seq} must be below seq {self.seq}")
+        both = sorted(set(self.removed) & seen)
+        if both:
+            raise ValueError(f"services both upserted and removed: {', '.join(both[:10])}")
+        if len(set(self.removed)) != len(self.removed):
+            raise ValueError("a service is listed twice in 'removed'")
         return self
 
 
@@ -242,3 +292,16 @@ def service_key(namespace: str, name: str) -> str:
 
 def is_label(value: str) -> bool:
     return bool(_LABEL_RE.match(value))
+
+
+def content_hash(service: Service) -> str:
+    """A digest of what a service record says, independent of its endpoints' order.
+
+    The registry stores it beside each record and writes (and announces) a service only
+    when its digest changes, so an unchanged cluster reporting its whole state again
+    causes no churn downstream; resolvers compare digests to resync cheaply.
+    """
+    ordered = service.model_copy(
+        update={"endpoints": tuple(sorted(service.endpoints, key=lambda e: e.address))}
+    )
+    return hashlib.blake2b(ordered.model_dump_json().encode(), digest_size=12).hexdigest()
