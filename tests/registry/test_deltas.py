@@ -163,30 +163,32 @@ async def test_many_changes_are_announced_as_the_cluster(redis_url: str) -> None
 
 async def test_limits_answer_413_naming_the_limit_and_the_value(redis_url: str) -> None:
     limits = {"max_services_per_cluster": 2, "max_endpoints_per_service": 3}
-    async with registry(redis_url, max_report_bytes=4096, **limits) as api:
-        async with aiohttp.ClientSession() as s:
-            a, b, c = (service(n, f"10.0.0.{i}") for i, n in enumerate("abc", 1))
-            status, body = await post(s, api, whole(1, a, b, c))
-            assert status == 413
-            assert (body["limit"], body["value"], body["max"]) == ("services per cluster", 3, 2)
-            status, _ = await post(s, api, whole(2, a, b))
-            assert status == 200
-            status, body = await post(s, api, delta(3, 2, c))
-            assert (status, body["limit"], body["value"]) == (413, "services per cluster", 3)
-            wide = service("a", *(f"10.0.1.{i}" for i in range(1, 5)))
-            status, body = await post(s, api, delta(3, 2, wide))
-            assert status == 413 and body["limit"] == "endpoints per service (production/a)"
-            assert (body["value"], body["max"]) == (4, 3)
-            huge = whole(3, service("a", "10.0.0.1"), {"namespace": "x" * 5000})
-            status, body = await post(s, api, huge)
-            assert status == 413 and body["limit"] == "report bytes" and body["max"] == 4096
-            # Nothing refused changed anything: a delta on seq 2 still applies.
-            status, _ = await post(s, api, delta(3, 2, service("b", "10.0.0.7")))
-            assert status == 200
+    async with (
+        registry(redis_url, max_report_bytes=4096, **limits) as api,
+        aiohttp.ClientSession() as s,
+    ):
+        a, b, c = (service(n, f"10.0.0.{i}") for i, n in enumerate("abc", 1))
+        status, body = await post(s, api, whole(1, a, b, c))
+        assert status == 413
+        assert (body["limit"], body["value"], body["max"]) == ("services per cluster", 3, 2)
+        status, _ = await post(s, api, whole(2, a, b))
+        assert status == 200
+        status, body = await post(s, api, delta(3, 2, c))
+        assert (status, body["limit"], body["value"]) == (413, "services per cluster", 3)
+        wide = service("a", *(f"10.0.1.{i}" for i in range(1, 5)))
+        status, body = await post(s, api, delta(3, 2, wide))
+        assert status == 413 and body["limit"] == "endpoints per service (production/a)"
+        assert (body["value"], body["max"]) == (4, 3)
+        huge = whole(3, service("a", "10.0.0.1"), {"namespace": "x" * 5000})
+        status, body = await post(s, api, huge)
+        assert status == 413 and body["limit"] == "report bytes" and body["max"] == 4096
+        # Nothing refused changed anything: a delta on seq 2 still applies.
+        status, _ = await post(s, api, delta(3, 2, service("b", "10.0.0.7")))
+        assert status == 200
 
 
 async def test_a_whole_state_may_be_large_and_gzipped(redis_url: str) -> None:
-    """No 1 MiB ceiling: 2,000 services × 20 endpoints is about 2.5 MB of JSON."""
+    """No 1 MiB ceiling: 2,000 services of 20 endpoints is about 2.5 MB of JSON."""
     db = Redis(redis_url)
     services = [
         service(f"s{i}", *(f"10.{i // 200}.{i % 200}.{j}" for j in range(1, 21)))
@@ -199,9 +201,12 @@ async def test_a_whole_state_may_be_large_and_gzipped(redis_url: str) -> None:
         "Content-Type": "application/json",
         "Content-Encoding": "gzip",
     }
-    async with registry(redis_url) as api, aiohttp.ClientSession() as s:
-        async with s.post(api + REPORTS, data=gzip.compress(raw), headers=headers) as response:
-            assert response.status == 200, await response.text()
-            assert (await response.json())["changed"] == 2000
+    async with (
+        registry(redis_url) as api,
+        aiohttp.ClientSession() as s,
+        s.post(api + REPORTS, data=gzip.compress(raw), headers=headers) as response,
+    ):
+        assert response.status == 200, await response.text()
+        assert (await response.json())["changed"] == 2000
     assert len(await db.records()) == 2000
     await db.close()
