@@ -92,8 +92,6 @@ class Leases:
     now_ms: int
     generation: int
     last_seen_ms: Mapping[str, int]
-    oldest_change: str = "0-0"
-    """The oldest change-stream entry still held: a reader behind it missed entries."""
 
 
 def connect(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
@@ -346,17 +344,14 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for name in names:
                     pipe.hget(keys.cluster(name), "last_seen_ms")
-                pipe.xrange(keys.CHANGES, count=1)
                 pipe.get(keys.GENERATION)
                 pipe.time()
                 replies: list[Any] = await pipe.execute()
             seconds, micros = replies[-1]
-            oldest = replies[-3]
             return Leases(
                 now_ms=int(seconds) * 1000 + int(micros) // 1000,
                 generation=int(replies[-2] or 0),
-                last_seen_ms={n: int(v or 0) for n, v in zip(names, replies[:-3], strict=True)},
-                oldest_change=oldest[0][0] if oldest else "0-0",
+                last_seen_ms={n: _int(v) for n, v in zip(names, replies[:-2], strict=True)},
             )
 
         return await self._call(work)
@@ -451,16 +446,21 @@ class Store:
 
         return await self._call(work)
 
-    async def changes(self, after: str, *, block_ms: int) -> list[Change]:
-        """Stream entries after ``after``, waiting up to ``block_ms`` for the first."""
+    async def changes(self, after: str, *, block_ms: int) -> tuple[str, list[Change]]:
+        """Stream entries after ``after``, waiting up to ``block_ms`` for the first; and the
+        oldest entry the stream held just before: if it is newer than ``after``, entries
+        the reader never saw were trimmed away, and it must reconcile."""
 
-        async def work() -> list[Change]:
-            reply: Any = await self.redis.xread({keys.CHANGES: after}, block=block_ms, count=1000)
+        async def work() -> tuple[str, list[Change]]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(keys.CHANGES, count=1)
+                pipe.xread({keys.CHANGES: after}, block=block_ms, count=1000)
+                oldest, reply = await pipe.execute()
             out: list[Change] = []
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     out.append(_change(entry_id, fields))
-            return out
+            return (str(oldest[0][0]) if oldest else "0-0"), out
 
         return await self._call(work)
 

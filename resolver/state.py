@@ -91,6 +91,7 @@ class State:
         self.put_records(name, dict.fromkeys(self.records.get(name, {})))
         self.records.pop(name, None)
         self.snapshot.clusters.pop(name, None)
+        self.snapshot.live -= {name}
         self.problems.pop(name, None)
 
     def set_drain(self, cluster: str, drain: Drain | None) -> None:
@@ -120,11 +121,6 @@ class State:
         self.snapshot.sync_ms = sync_ms
         for name in self.snapshot.clusters:
             self._judge_cluster(name)
-        self.snapshot.live = frozenset(
-            name
-            for name, info in self.snapshot.clusters.items()
-            if health.lease_fresh(info.last_seen_ms, sync_ms, self.lease_ttl_ms)
-        )
         due = [key for key, at in self.spill_due.items() if at <= sync_ms]
         for key in due:
             del self.spill_due[key]
@@ -132,6 +128,10 @@ class State:
 
     def _judge_cluster(self, name: str) -> None:
         info = self.snapshot.clusters[name]
+        fresh = health.lease_fresh(info.last_seen_ms, self.snapshot.sync_ms, self.lease_ttl_ms)
+        if fresh != (name in self.snapshot.live):
+            live = self.snapshot.live
+            self.snapshot.live = live | {name} if fresh else live - {name}
         problems = health.cluster_reasons(
             last_seen_ms=info.last_seen_ms,
             now_ms=self.snapshot.sync_ms,

@@ -152,7 +152,10 @@ class Follower:
     async def _follow(self, stop: asyncio.Event) -> None:
         deadline = time.monotonic() + self.resync_interval_s
         while not stop.is_set() and time.monotonic() < deadline:
-            changes = await self.store.changes(self.stream_id, block_ms=self._block_ms())
+            oldest, changes = await self.store.changes(self.stream_id, block_ms=self._block_ms())
+            if self.stream_id != "0-0" and _id(oldest) > _id(self.stream_id):
+                log.warning("the change stream was trimmed past this resolver; reconciling")
+                return
             observed: list[int] = []
             for change in changes:
                 self.stream_id = change.id
@@ -166,9 +169,6 @@ class Follower:
                     had=self.generation,
                     now=leases.generation,
                 )
-                return
-            if _id(leases.oldest_change) > _id(self.stream_id) and self.stream_id != "0-0":
-                log.warning("the change stream was trimmed past this resolver; reconciling")
                 return
             for name, seen in leases.last_seen_ms.items():
                 info = self.state.snapshot.clusters.get(name)
