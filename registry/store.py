@@ -20,7 +20,8 @@ past here sees a redis-py exception or a raw reply.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -83,6 +84,8 @@ class Meta:
     region: str
     seq: int
     last_seen_ms: int
+    total: str = ""
+    """:func:`combined` digest of every service the cluster holds ("" = not known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,8 @@ class Store:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     try:
                         await pipe.watch(meta_key)
-                        stored = _int_or_none(await pipe.hget(meta_key, "seq"))
+                        stored_raw, total_raw = await pipe.hmget(meta_key, ["seq", "total"])
+                        stored = _int_or_none(stored_raw)
                         if stored is not None and stored > report.seq:
                             raise StaleReport(stored, report.seq)
                         if report.base_seq is not None and stored != report.base_seq:
@@ -177,6 +181,17 @@ class Store:
                         if max_services is not None and size > max_services:
                             raise LimitExceeded("services per cluster", size, max_services)
                         changed = sorted(k for k, d in digests.items() if held.get(k) != d)
+                        if report.base_seq is None:
+                            total = combined(digests.values())
+                        elif total_raw:
+                            touched = [*changed, *removed]
+                            total = _xor_hex(
+                                total_raw,
+                                combined(held[k] for k in touched if k in held),
+                                combined(digests[k] for k in changed),
+                            )
+                        else:
+                            total = ""  # unknown until the next whole state
                         now_ms = await self.time_ms()
                         pipe.multi()
                         for part in _chunks(changed, _WRITE_CHUNK):
@@ -188,7 +203,12 @@ class Store:
                             pipe.hdel(digest_key, *part)
                         pipe.hset(
                             meta_key,
-                            mapping={"region": region, "seq": report.seq, "last_seen_ms": now_ms},
+                            mapping={
+                                "region": region,
+                                "seq": report.seq,
+                                "last_seen_ms": now_ms,
+                                "total": total,
+                            },
                         )
                         pipe.sadd(keys.CLUSTERS, cluster)
                         if changed or removed:
@@ -407,20 +427,34 @@ class Store:
         Each record is validated as the model (what is in Redis is input too) and kept in
         compact form, tagged with the digest it was stored under.
         """
-        for part in _chunks(wanted, _READ_CHUNK):
+        parts = _chunks(wanted, _READ_CHUNK)
 
-            async def work(part: list[str] = part) -> tuple[list[Any], list[Any]]:
+        async def fetch(part: list[str]) -> tuple[list[Any], list[Any]]:
+            async def work() -> tuple[list[Any], list[Any]]:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.hmget(keys.services(cluster), part)
                     pipe.hmget(keys.digests(cluster), part)
                     raw, digests = await pipe.execute()
                 return raw, digests
 
-            raw, digests = await self._call(work)
-            page: dict[str, ServiceRecord | None] = {}
-            for key, value, digest in zip(part, raw, digests, strict=True):
-                page[key] = _record(value, digest) if value is not None else None
-            yield page
+            return await self._call(work)
+
+        # The next page is on its way while this one is parsed (Redis and the parser
+        # overlap instead of taking turns).
+        ahead = asyncio.ensure_future(fetch(parts[0])) if parts else None
+        try:
+            for i, part in enumerate(parts):
+                assert ahead is not None
+                raw, digests = await ahead
+                ahead = asyncio.ensure_future(fetch(parts[i + 1])) if i + 1 < len(parts) else None
+                page: dict[str, ServiceRecord | None] = {}
+                for key, value, digest in zip(part, raw, digests, strict=True):
+                    page[key] = _record(value, digest) if value is not None else None
+                yield page
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
     async def drain(self, cluster: str) -> Drain | None:
         async def work() -> Drain | None:
@@ -527,7 +561,27 @@ def _meta(raw: Mapping[str, str]) -> Meta:
         region=raw.get("region", "unknown"),
         seq=_int(raw.get("seq")),
         last_seen_ms=_int(raw.get("last_seen_ms")),
+        total=raw.get("total", ""),
     )
+
+
+def combined(digests: Iterable[str]) -> str:
+    """One digest for a set of service digests (XOR: kept up to date per change).
+
+    The registry stores it per cluster; a resolver keeps its own the same way, and a
+    periodic resync reads every cluster's digests only where the two differ.
+    """
+    total = 0
+    for digest in digests:
+        total ^= int(digest, 16)
+    return format(total, "x")
+
+
+def _xor_hex(*values: str) -> str:
+    total = 0
+    for value in values:
+        total ^= int(value or "0", 16)
+    return format(total, "x")
 
 
 def _int(raw: str | None) -> int:
