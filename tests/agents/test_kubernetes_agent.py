@@ -230,16 +230,18 @@ async def test_a_watch_reconnect_compares_everything_and_sends_only_what_differs
             await eventually(lambda: service_held(redis_url, "production/web"))
             await eventually(lambda: server.open_watches == 3)
             unchanged, sent = pod.agent.unchanged, len(pod.client.sent)
+            reports = len(pod.client.reports())
             watches = len(server.watches())
             server.drop_watches()
             # Back after an error, the informers say "anything may have changed": the
             # agent builds every service, finds nothing new, and sends nothing.
             await eventually(lambda: pod.agent.unchanged > unchanged, timeout=3)
-            assert len(pod.client.sent) == sent
+            assert len(pod.client.reports()) == reports
             # What changes is sent as a delta naming that service alone.
             await eventually(lambda: len(server.watches()) >= watches + 3, timeout=3)
             k8s.apply(server.store, svc, [k8s.Pod("w", "10.1.0.1"), k8s.Pod("w2", "10.1.0.2")])
             await eventually(lambda: pod.client.deltas(sent), timeout=3)
+            assert all(s.answer == "ok" for s in pod.client.reports(sent))
             (report,) = pod.client.deltas(sent)
             assert [s.key for s in report.services] == ["production/web"]
             assert report.removed == () and not pod.client.wholes(sent)
