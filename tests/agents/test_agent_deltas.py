@@ -244,3 +244,46 @@ def _names(sent: Sent) -> tuple[list[str], list[str]]:
 
 async def _without_db(redis_url: str) -> bool:
     return "production/db" not in await held(redis_url)
+
+
+async def test_a_large_whole_state_is_sent_gzip_compressed_and_accepted(redis_url: str) -> None:
+    count = 300
+    source = StaticSource.model_validate(
+        {
+            "services": [
+                {
+                    "namespace": "production",
+                    "name": f"svc-{i:03d}",
+                    "endpoints": [{"address": f"10.{n}.{i // 250}.{i % 250 + 1}"} for n in (1, 2)],
+                }
+                for i in range(count)
+            ]
+        }
+    )
+    encodings: list[str | None] = []
+
+    async def on_request_start(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        if params.url.path == "/v1/reports":
+            encodings.append(params.headers.get("Content-Encoding"))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    stop = asyncio.Event()
+    async with (
+        registry(redis_url) as api,
+        aiohttp.ClientSession(trace_configs=[trace]) as session,
+    ):
+        client = RecordingClient(RegistryClient(session, api, TOKENS["us-east-prod"]))
+        agent = Agent(cluster="us-east-prod", source=source, client=client)
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await eventually(lambda: client.wholes())
+        finally:
+            stop.set()
+            await task
+        assert client.sent[0].answer == "ok"
+        assert len(client.sent[0].report.model_dump_json()) > 64 * 1024  # type: ignore[union-attr]
+        assert encodings[0] == "gzip"
+        assert len(await held(redis_url)) == count
