@@ -100,9 +100,8 @@ class Endpoint(Frozen):
     @field_validator("address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
-        fast = _plain_ipv4(value)
-        if fast is not None:
-            return fast
+        if _plain_ipv4(value):
+            return value
         try:
             ip = ipaddress.ip_address(value)
         except ValueError:
@@ -116,19 +115,22 @@ class Endpoint(Frozen):
         return ipaddress.ip_address(self.address).version
 
 
-def _plain_ipv4(value: str) -> str | None:
+def _plain_ipv4(value: str) -> bool:
     """The common case, checked without building an ``ipaddress`` object (a resolver
     validates every stored endpoint when it loads): a dotted quad that is already in
-    canonical form and is neither unspecified, multicast nor link-local. None: take the
+    canonical form and is neither unspecified, multicast nor link-local. False: take the
     general path, which also explains what is wrong."""
     try:
-        packed = socket.inet_pton(socket.AF_INET, value)
+        packed = _inet_pton(_AF_INET, value)
     except OSError:
-        return None
+        return False
     first = packed[0]
-    if packed == b"\0\0\0\0" or 224 <= first <= 239 or (first, packed[1]) == (169, 254):
-        return None
-    return value if socket.inet_ntop(socket.AF_INET, packed) == value else None
+    if 224 <= first <= 239 or packed == b"\0\0\0\0" or (first == 169 and packed[1] == 254):
+        return False
+    return _inet_ntop(_AF_INET, packed) == value
+
+
+_AF_INET, _inet_pton, _inet_ntop = socket.AF_INET, socket.inet_pton, socket.inet_ntop
 
 
 PolicyKind = Literal["geo", "failover", "weighted", "all", "residency"]

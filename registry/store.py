@@ -362,11 +362,15 @@ class Store:
 
         return await self._call(work)
 
-    async def leases(self) -> Leases:
+    async def leases(self, names: Iterable[str] | None = None) -> Leases:
+        """Every cluster's lease (or those of ``names``: one round trip instead of two,
+        for a reader that already knows the clusters), with the generation and the time."""
+
         async def work() -> Leases:
-            names: list[str] = sorted(await self.redis.smembers(keys.CLUSTERS))
+            known = sorted(names) if names is not None else None
+            asked = known if known is not None else sorted(await self.redis.smembers(keys.CLUSTERS))
             async with self.redis.pipeline(transaction=True) as pipe:
-                for name in names:
+                for name in asked:
                     pipe.hget(keys.cluster(name), "last_seen_ms")
                 pipe.get(keys.GENERATION)
                 pipe.time()
@@ -375,7 +379,9 @@ class Store:
             return Leases(
                 now_ms=int(seconds) * 1000 + int(micros) // 1000,
                 generation=int(replies[-2] or 0),
-                last_seen_ms={n: _int(v) for n, v in zip(names, replies[:-2], strict=True)},
+                last_seen_ms={
+                    n: _int(v) for n, v in zip(asked, replies[:-2], strict=True) if v is not None
+                },
             )
 
         return await self._call(work)

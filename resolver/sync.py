@@ -113,7 +113,6 @@ class Follower:
             await self._reconcile()
         finally:
             gc.enable()
-            gc.collect()
             gc.freeze()
 
     async def _reconcile(self) -> None:
@@ -182,7 +181,9 @@ class Follower:
                 await self._apply(change)
                 if change.observed_ms is not None:
                     observed.append(change.observed_ms)
-            leases = await self.store.leases()
+            # The clusters are known: a new one arrives as a stream entry (read in _apply),
+            # so the leases take one round trip.
+            leases = await self.store.leases(self.state.snapshot.clusters)
             if leases.generation < self.generation:
                 log.warning(
                     "registry generation went backwards; reconciling",
