@@ -155,7 +155,7 @@ def serve_globaldns(loop_name: str, profile: str | None) -> None:
     from resolver.main import build_responder
     from resolver.server import UdpServer
     from resolver.settings import ResolverSettings
-    from resolver.snapshot import build
+    from resolver.state import build
 
     settings = ResolverSettings(topology=TOPOLOGY_FILE, zone=ZONE, ttl=TTL, rrl_rate=0)
     responder = build_responder(settings, topology_mod.load(settings.topology))

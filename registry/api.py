@@ -9,20 +9,22 @@ their state and send it whole again.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
 from registry import drains, views
-from registry.errors import StaleReport, StoreError
-from registry.model import Drain, Heartbeat, PolicyOverride, Report, is_label
+from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
+from registry.model import Drain, Heartbeat, PolicyOverride, Report, content_hash, is_label
 from registry.settings import RegistrySettings
 from registry.store import Store
 from registry.topology import Topology, describe
@@ -49,8 +51,27 @@ class Metrics:
         )
         self.reports = Counter(
             "globaldns_registry_reports",
-            "whole-state reports stored, by cluster",
+            "reports stored, by cluster and kind (whole, delta)",
+            ["cluster", "kind"],
+            registry=self.registry,
+        )
+        self.services_written = Counter(
+            "globaldns_registry_services_written",
+            "services written or removed by reports (unchanged ones are not written)",
             ["cluster"],
+            registry=self.registry,
+        )
+        self.report_seconds = Histogram(
+            "globaldns_registry_report_seconds",
+            "time to handle a report, from its first byte read to the answer, by kind",
+            ["kind"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "globaldns_registry_reports_refused",
+            "reports refused, by why (invalid, stale, resync, limit)",
+            ["why"],
             registry=self.registry,
         )
         self.store_errors = Counter(
@@ -155,31 +176,111 @@ def _lease_ttl_ms(request: web.Request) -> int:
     return int(request.app[SETTINGS].lease_ttl_s * 1000)
 
 
+_THREAD_PARSE_BYTES = 256 << 10
+"""Reports larger than this are parsed off the event loop (heartbeats must not wait)."""
+
+
+async def _report_bytes(request: web.Request, limit: int) -> bytes:
+    """The body, decompressed (aiohttp undoes ``Content-Encoding: gzip``), up to ``limit``."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise LimitExceeded("report bytes", size, limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _parse_report(raw: bytes) -> tuple[Report, dict[str, str]]:
+    report = Report.model_validate_json(raw)
+    return report, {s.key: content_hash(s) for s in report.services}
+
+
+def _over_limit(exc: LimitExceeded) -> web.Response:
+    return error(413, str(exc), limit=exc.limit, value=exc.value, max=exc.maximum)
+
+
 async def post_report(request: web.Request) -> web.Response:
     cluster = cluster_of(request)
-    body = await _json_body(request)
+    started = time.perf_counter()
+    settings, metrics = request.app[SETTINGS], request.app[METRICS]
     try:
-        report = Report.model_validate(body)
+        raw = await _report_bytes(request, settings.max_report_bytes)
+    except LimitExceeded as exc:
+        metrics.refused.labels("limit").inc()
+        return _over_limit(exc)
+    try:
+        if len(raw) > _THREAD_PARSE_BYTES:
+            report, digests = await asyncio.to_thread(_parse_report, raw)
+        else:
+            report, digests = _parse_report(raw)
     except ValidationError as exc:
+        metrics.refused.labels("invalid").inc()
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            return error(400, f"body is not JSON: {first['msg']}")
         return _invalid(exc)
     if report.cluster is not None and report.cluster != cluster:
         return error(403, f"this token reports for {cluster}, not for {report.cluster}")
     region = request.app[TOPOLOGY].region_of(cluster)
     if region is None:
         return error(403, f"cluster {cluster} is not in the registry's topology")
+    kind = "delta" if report.is_delta else "whole"
     try:
-        generation = await request.app[STORE].write_report(cluster, region, report)
+        _check_limits(report, settings)
+        written = await request.app[STORE].write_report(
+            cluster,
+            region,
+            report,
+            max_services=settings.max_services_per_cluster,
+            digests=digests,
+        )
+    except LimitExceeded as exc:
+        metrics.refused.labels("limit").inc()
+        return _over_limit(exc)
     except StaleReport as exc:
+        metrics.refused.labels("stale").inc()
         return error(409, str(exc), stored_seq=exc.stored_seq)
-    request.app[METRICS].reports.labels(cluster).inc()
-    log.info(
-        "report stored",
-        cluster=cluster,
-        seq=report.seq,
-        services=len(report.services),
-        generation=generation,
+    except NeedResync as exc:
+        metrics.refused.labels("resync").inc()
+        return error(409, str(exc), stored_seq=exc.stored_seq, resync=True)
+    metrics.reports.labels(cluster, kind).inc()
+    metrics.services_written.labels(cluster).inc(written.changed + written.removed)
+    metrics.report_seconds.labels(kind).observe(time.perf_counter() - started)
+    if not report.is_delta:
+        log.info(
+            "whole state stored",
+            cluster=cluster,
+            seq=report.seq,
+            services=len(report.services),
+            changed=written.changed,
+            removed=written.removed,
+            generation=written.generation,
+        )
+    return web.json_response(
+        {
+            "cluster": cluster,
+            "seq": report.seq,
+            "generation": written.generation,
+            "changed": written.changed,
+            "removed": written.removed,
+        }
     )
-    return web.json_response({"cluster": cluster, "seq": report.seq, "generation": generation})
+
+
+def _check_limits(report: Report, settings: RegistrySettings) -> None:
+    if not report.is_delta and len(report.services) > settings.max_services_per_cluster:
+        raise LimitExceeded(
+            "services per cluster", len(report.services), settings.max_services_per_cluster
+        )
+    for service in report.services:
+        if len(service.endpoints) > settings.max_endpoints_per_service:
+            raise LimitExceeded(
+                f"endpoints per service ({service.key})",
+                len(service.endpoints),
+                settings.max_endpoints_per_service,
+            )
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:

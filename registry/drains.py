@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from registry import health
+from registry import views
 from registry.geography import region_order
 from registry.model import RegistryView
 from registry.topology import Topology
@@ -42,20 +42,11 @@ class Impact:
 
 
 def healthy_clusters(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, set[str]]:
-    """Per service, the clusters that have at least one healthy endpoint for it now."""
-    out: dict[str, set[str]] = {}
-    for cluster in view.clusters:
-        problems = health.cluster_reasons(
-            last_seen_ms=cluster.last_seen_ms,
-            now_ms=view.now_ms,
-            lease_ttl_ms=lease_ttl_ms,
-            drain=cluster.drain,
-        )
-        for service in cluster.services:
-            serving = out.setdefault(service.key, set())
-            if any(health.verdict(e, problems).healthy for e in service.endpoints):
-                serving.add(cluster.name)
-    return out
+    """Per service, the clusters its answers can draw on now (the resolver's own rules:
+    health, spillover, and the serving-terminating fallback)."""
+    return {
+        key: judged.serving for key, judged in views.judge(view, lease_ttl_ms=lease_ttl_ms).items()
+    }
 
 
 def impact(

@@ -12,15 +12,20 @@ of watching every lease expire.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from registry.model import Drain, Endpoint
+from registry.model import Drain, Policy
+from registry.records import EndpointRecord
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     healthy: bool
     reasons: tuple[str, ...] = ()
+    standby: bool = False
+    """Serving and terminating, and nothing else wrong: given out only when no endpoint
+    of the service is healthy anywhere (as kube-proxy does)."""
 
 
 def lease_age_ms(last_seen_ms: int, now_ms: int) -> int:
@@ -40,24 +45,98 @@ def cluster_reasons(
         if last_seen_ms <= 0:
             reasons.append("cluster lease: never seen")
         else:
-            age = lease_age_ms(last_seen_ms, now_ms) / 1000
-            reasons.append(f"cluster lease stale: last seen {age:.1f}s ago")
+            # Not the age: the reason must not change while nothing changes, or every
+            # answer that mentions it would have to be rebuilt as time passes.
+            reasons.append(f"cluster lease stale: no heartbeat for over {lease_ttl_ms / 1000:g}s")
     if drain is not None:
         reasons.append(f"cluster drained: {drain.reason}" if drain.reason else "cluster drained")
     return tuple(reasons)
 
 
-def endpoint_reasons(endpoint: Endpoint) -> tuple[str, ...]:
+_NOT_READY = ("not ready",)
+
+
+def endpoint_reasons(endpoint: EndpointRecord) -> tuple[str, ...]:
     """Why this endpoint itself is out of the answers (empty: nothing wrong)."""
-    reasons: list[str] = []
-    if endpoint.conditions.ready is False:
-        reasons.append("not ready")
-    if endpoint.probe is not None and not endpoint.probe.healthy:
-        detail = f": {endpoint.probe.detail}" if endpoint.probe.detail else ""
-        reasons.append(f"probe failing{detail}")
-    return tuple(reasons)
+    if endpoint.probe_healthy is not False:
+        return _NOT_READY if endpoint.ready is False else ()
+    detail = f": {endpoint.probe_detail}" if endpoint.probe_detail else ""
+    probe = f"probe failing{detail}"
+    return ("not ready", probe) if endpoint.ready is False else (probe,)
 
 
-def verdict(endpoint: Endpoint, cluster_problems: tuple[str, ...] = ()) -> Verdict:
-    reasons = cluster_problems + endpoint_reasons(endpoint)
-    return Verdict(healthy=not reasons, reasons=reasons)
+_HEALTHY = Verdict(True)
+
+
+def verdict(endpoint: EndpointRecord, cluster_problems: tuple[str, ...] = ()) -> Verdict:
+    """The one judge of an endpoint, used by the resolver, the API views and drains."""
+    own = endpoint_reasons(endpoint)
+    if not own and not cluster_problems:
+        return _HEALTHY
+    reasons = cluster_problems + own if cluster_problems else own
+    standby = (
+        reasons == _NOT_READY and endpoint.serving is not False and endpoint.terminating is True
+    )
+    return Verdict(False, reasons, standby)
+
+
+Groups = Mapping[str, tuple[int, int]]
+"""``region:<r>`` / ``cluster:<c>`` → (healthy endpoints, all endpoints) of one service."""
+
+
+def spill(
+    groups: Groups,
+    policy: Policy,
+    *,
+    now_ms: int,
+    spilled_before: frozenset[str] = frozenset(),
+    since_before: Mapping[str, int] | None = None,
+) -> tuple[frozenset[str], dict[str, int]]:
+    """Capacity-aware spillover: the groups held out of a service's answers, and since
+    when each held-out group has had enough capacity again (the hysteresis clock).
+
+    A group below the policy's minimum is spilled; one that was spilled comes back only
+    after ``spill_hold_s`` with enough capacity. Callers without a history (the API's
+    views) pass none and see the groups below the minimum now.
+    """
+    if not policy.capacity_aware:
+        return frozenset(), {}
+    spilled: set[str] = set()
+    since: dict[str, int] = {}
+    hold_ms = int(policy.spill_hold_s * 1000)
+    for group, (healthy, total) in groups.items():
+        enough = healthy >= policy.min_healthy and healthy >= policy.min_healthy_fraction * total
+        if not enough:
+            spilled.add(group)
+        elif group in spilled_before:
+            start = (since_before or {}).get(group, now_ms)
+            if now_ms - start < hold_ms:
+                spilled.add(group)
+                since[group] = start
+    return frozenset(spilled), since
+
+
+def serving_clusters(members: list[tuple[str, str, Verdict]], spilled: frozenset[str]) -> set[str]:
+    """The clusters whose endpoints a service's answers can draw on now.
+
+    ``members`` are (cluster, region, verdict) per endpoint. Healthy endpoints outside a
+    spilled group count; when none is healthy anywhere, the standby ones do.
+    """
+    healthy = {c for c, _r, v in members if v.healthy}
+    if not healthy:
+        return {c for c, _r, v in members if v.standby}
+    kept = {
+        c
+        for c, r, v in members
+        if v.healthy and f"cluster:{c}" not in spilled and f"region:{r}" not in spilled
+    }
+    return kept or healthy
+
+
+def groups_of(members: list[tuple[str, str, Verdict]]) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for cluster, region, v in members:
+        for group in (f"region:{region}", f"cluster:{cluster}"):
+            healthy, total = out.get(group, (0, 0))
+            out[group] = (healthy + v.healthy, total + 1)
+    return out

@@ -8,14 +8,22 @@ names only; no client-supplied string ever becomes a key without passing a model
 key                            type    holds
 =============================  ======  =====================================================
 ``gdns:gen``                   string  generation: INCR on every change of records or drains
-``gdns:chg``                   stream  one entry per change (``gen``, ``cluster``, ``kind``),
-                                       capped with MAXLEN ~ :data:`STREAM_MAXLEN`
+``gdns:chg``                   stream  one entry per change: ``cluster``, ``kind`` (below),
+                                       ``keys`` (the services it names, comma-separated),
+                                       ``obs`` (when the agent observed it, ms); capped
+                                       with MAXLEN ~ :data:`STREAM_MAXLEN`
 ``gdns:clusters``              set     names of clusters that ever reported
 ``gdns:cluster:<c>``           hash    ``region``, ``seq``, ``last_seen_ms`` (lease)
 ``gdns:cluster:<c>:services``  hash    ``<namespace>/<name>`` → the service record (JSON)
+``gdns:cluster:<c>:digests``   hash    ``<namespace>/<name>`` → its content hash: written in
+                                       the same MULTI as the record, read to resync cheaply
 ``gdns:drains``                hash    ``<cluster>`` → the drain (JSON): survives reports
 ``gdns:policies``              hash    ``<namespace>/<name>`` → an operator's policy (JSON)
 =============================  ======  =====================================================
+
+Change-stream kinds: ``services`` (the ``keys`` of ``cluster`` were upserted or removed:
+read them again), ``cluster`` (too many to name: compare ``cluster``'s digests), ``drain``
+and ``undrain`` (``cluster``'s drain), ``policy`` (the override of the ``keys``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ DRAINS = PREFIX + "drains"
 POLICIES = PREFIX + "policies"
 
 STREAM_MAXLEN = 10_000
+MAX_KEYS_PER_CHANGE = 64
+"""A change touching more services is announced as ``cluster`` (compare the digests)."""
 
 
 def cluster(name: str) -> str:
@@ -36,3 +46,7 @@ def cluster(name: str) -> str:
 
 def services(name: str) -> str:
     return f"{PREFIX}cluster:{name}:services"
+
+
+def digests(name: str) -> str:
+    return f"{PREFIX}cluster:{name}:digests"

@@ -20,6 +20,11 @@ log = structlog.get_logger("registry")
 
 def check(settings: RegistrySettings, topology: Topology) -> None:
     """Refuse settings that could never work, naming the field."""
+    if len(topology.clusters) > settings.max_clusters:
+        raise ConfigError(
+            f"{settings.topology}: {len(topology.clusters)} clusters is over "
+            f"GLOBALDNS_MAX_CLUSTERS ({settings.max_clusters})"
+        )
     for cluster in settings.cluster_tokens:
         if topology.region_of(cluster) is None:
             raise ConfigError(

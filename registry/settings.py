@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.model import MAX_CLUSTERS, MAX_ENDPOINTS_PER_SERVICE, MAX_SERVICES_PER_CLUSTER
+
 
 class RegistrySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GLOBALDNS_", extra="ignore", frozen=True)
@@ -32,7 +34,24 @@ class RegistrySettings(BaseSettings):
         default=6.0, gt=0, description="a cluster whose last heartbeat is older is unhealthy"
     )
     max_body_bytes: int = Field(
-        default=1 << 20, ge=1024, description="largest report accepted (bounded per service too)"
+        default=1 << 20, ge=1024, description="largest request body accepted, reports aside"
+    )
+    max_report_bytes: int = Field(
+        default=64 << 20,
+        ge=1024,
+        description="largest report accepted, after gzip: a whole state of 100,000 endpoints "
+        "is about 10 MB of JSON",
+    )
+    max_services_per_cluster: int = Field(
+        default=MAX_SERVICES_PER_CLUSTER, ge=1, description="services one cluster may export"
+    )
+    max_endpoints_per_service: int = Field(
+        default=MAX_ENDPOINTS_PER_SERVICE,
+        ge=1,
+        description="endpoints per service per cluster (answers still carry at most 8)",
+    )
+    max_clusters: int = Field(
+        default=MAX_CLUSTERS, ge=1, description="clusters the topology may list"
     )
     resolver_url: str | None = Field(
         default=None, description="a resolver's HTTP base URL, asked by GET /v1/explain"

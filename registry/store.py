@@ -1,10 +1,15 @@
 """The only code that reads or writes Redis.
 
-Writers (the registry API) replace a cluster's whole report in one MULTI transaction that
-also bumps the generation and appends a change-stream entry, so a reader that sees the
-entry sees the records. Readers (the API's views and the resolver) take a consistent
-picture with an optimistic read: read everything, then check that the generation did not
-move meanwhile.
+Writers (the registry API) apply a report — a cluster's whole state or a delta — in one
+MULTI transaction, guarded by WATCH on the cluster's sequence number. Only services whose
+content hash differs from the stored one are written; the same transaction bumps the
+generation and appends a change-stream entry naming those services, so a reader that
+sees the entry sees the records, and a report that changes nothing announces nothing.
+
+Readers: the API's views take a consistent picture of everything with an optimistic read
+(read, then check that the generation did not move). The resolver reads per cluster and
+per service (digests, then only the records whose digest it lacks) and relies on the
+change stream for consistency: an entry means "read these again".
 
 Times come from the Redis server's clock (``TIME``), never from the caller's, so leases
 written by several registry replicas and judged by several resolvers agree.
@@ -28,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from registry import keys
-from registry.errors import StaleReport, StoreError
+from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.model import (
     ClusterState,
     Drain,
@@ -36,20 +41,48 @@ from registry.model import (
     RegistryView,
     Report,
     Service,
+    content_hash,
 )
+from registry.records import ServiceRecord, compact
 
 T = TypeVar("T")
 
 _MAX_OPTIMISTIC_TRIES = 20
 
 
+_WRITE_CHUNK = 1000
+"""Fields per HSET/HDEL inside a transaction (one huge command would stall Redis)."""
+_READ_CHUNK = 100
+"""Records per HMGET when a reader fetches services (each is parsed as it arrives)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change-stream entry: which cluster changed, and how."""
+    """One change-stream entry: which cluster changed, how, and which services."""
 
     id: str
     cluster: str
     kind: str
+    keys: tuple[str, ...] = ()
+    observed_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a report did: the new generation and how many services it wrote or removed."""
+
+    generation: int
+    changed: int
+    removed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """A cluster's region, the seq of the report held, and its lease (Redis ms)."""
+
+    region: str
+    seq: int
+    last_seen_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,35 +133,72 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------
 
-    async def write_report(self, cluster: str, region: str, report: Report) -> int:
-        """Replace ``cluster``'s records with ``report``; returns the new generation.
+    async def write_report(
+        self,
+        cluster: str,
+        region: str,
+        report: Report,
+        *,
+        max_services: int | None = None,
+        digests: Mapping[str, str] | None = None,
+    ) -> Written:
+        """Apply ``report`` (whole state or delta) to ``cluster``'s records.
 
-        Raises :class:`StaleReport` when a newer report is already stored.
+        Raises :class:`StaleReport` when a newer report is already stored,
+        :class:`NeedResync` when a delta does not build on the stored report, and
+        :class:`LimitExceeded` when the cluster would hold more than ``max_services``.
         """
-        records = {service.key: service.model_dump_json() for service in report.services}
+        if digests is None:
+            digests = {service.key: content_hash(service) for service in report.services}
+        by_key = {service.key: service for service in report.services}
+        meta_key, digest_key = keys.cluster(cluster), keys.digests(cluster)
 
-        async def work() -> int:
+        async def work() -> Written:
             for _ in range(_MAX_OPTIMISTIC_TRIES):
                 async with self.redis.pipeline(transaction=True) as pipe:
                     try:
-                        await pipe.watch(keys.cluster(cluster))
-                        stored = await pipe.hget(keys.cluster(cluster), "seq")
-                        if stored is not None and int(stored) > report.seq:
-                            raise StaleReport(int(stored), report.seq)
+                        await pipe.watch(meta_key)
+                        stored = _int_or_none(await pipe.hget(meta_key, "seq"))
+                        if stored is not None and stored > report.seq:
+                            raise StaleReport(stored, report.seq)
+                        if report.base_seq is not None and stored != report.base_seq:
+                            raise NeedResync(stored, report.base_seq)
+                        if report.base_seq is None:
+                            held: dict[str, str] = await pipe.hgetall(digest_key)
+                            removed = sorted(set(held) - set(digests))
+                            size = len(digests)
+                        else:
+                            asked = [*digests, *report.removed]
+                            replies = await pipe.hmget(digest_key, asked) if asked else []
+                            held = {k: v for k, v in zip(asked, replies, strict=True) if v}
+                            removed = sorted(k for k in report.removed if k in held)
+                            added = sum(1 for k in digests if k not in held)
+                            size = int(await pipe.hlen(digest_key)) + added - len(removed)
+                        if max_services is not None and size > max_services:
+                            raise LimitExceeded("services per cluster", size, max_services)
+                        changed = sorted(k for k, d in digests.items() if held.get(k) != d)
                         now_ms = await self.time_ms()
                         pipe.multi()
-                        pipe.delete(keys.services(cluster))
-                        if records:
+                        for part in _chunks(changed, _WRITE_CHUNK):
+                            records = {k: by_key[k].model_dump_json() for k in part}
                             pipe.hset(keys.services(cluster), mapping=records)
+                            pipe.hset(digest_key, mapping={k: digests[k] for k in part})
+                        for part in _chunks(removed, _WRITE_CHUNK):
+                            pipe.hdel(keys.services(cluster), *part)
+                            pipe.hdel(digest_key, *part)
                         pipe.hset(
-                            keys.cluster(cluster),
+                            meta_key,
                             mapping={"region": region, "seq": report.seq, "last_seen_ms": now_ms},
                         )
                         pipe.sadd(keys.CLUSTERS, cluster)
-                        pipe.incr(keys.GENERATION)
-                        _append_change(pipe, cluster, "report")
-                        result = await pipe.execute()
-                        return int(result[-2])
+                        if changed or removed:
+                            pipe.incr(keys.GENERATION)
+                            _announce(pipe, cluster, [*changed, *removed], report.observed_ms)
+                            generation = (await pipe.execute())[-2]
+                        else:
+                            pipe.get(keys.GENERATION)
+                            generation = (await pipe.execute())[-1]
+                        return Written(int(generation or 0), len(changed), len(removed))
                     except WatchError:
                         continue
             raise StoreError(f"cluster {cluster}: too many concurrent writers")
@@ -158,7 +228,7 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.DRAINS, cluster, at.model_dump_json())
                 pipe.incr(keys.GENERATION)
-                _append_change(pipe, cluster, "drain")
+                _append_change(pipe, {"cluster": cluster, "kind": "drain"})
                 result = await pipe.execute()
             return int(result[1])
 
@@ -171,7 +241,7 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(keys.DRAINS, cluster)
                 pipe.incr(keys.GENERATION)
-                _append_change(pipe, cluster, "undrain")
+                _append_change(pipe, {"cluster": cluster, "kind": "undrain"})
                 result = await pipe.execute()
             return bool(result[0])
 
@@ -183,7 +253,7 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.POLICIES, service, stamped.model_dump_json())
                 pipe.incr(keys.GENERATION)
-                _append_change(pipe, "", "policy")
+                _append_change(pipe, {"cluster": "", "kind": "policy", "keys": service})
                 result = await pipe.execute()
             return int(result[1])
 
@@ -194,7 +264,7 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(keys.POLICIES, service)
                 pipe.incr(keys.GENERATION)
-                _append_change(pipe, "", "policy")
+                _append_change(pipe, {"cluster": "", "kind": "policy", "keys": service})
                 result = await pipe.execute()
             return bool(result[0])
 
@@ -281,31 +351,153 @@ class Store:
             return Leases(
                 now_ms=int(seconds) * 1000 + int(micros) // 1000,
                 generation=int(replies[-2] or 0),
-                last_seen_ms={n: int(v or 0) for n, v in zip(names, replies[:-2], strict=True)},
+                last_seen_ms={n: _int(v) for n, v in zip(names, replies[:-2], strict=True)},
             )
 
         return await self._call(work)
 
-    async def changes(self, after: str, *, block_ms: int) -> list[Change]:
-        """Stream entries after ``after``, waiting up to ``block_ms`` for the first."""
+    async def metas(self) -> tuple[int, dict[str, Meta]]:
+        """Every cluster's region, seq and lease, and the generation they go with."""
 
-        async def work() -> list[Change]:
-            reply: Any = await self.redis.xread({keys.CHANGES: after}, block=block_ms, count=1000)
+        async def work() -> tuple[int, dict[str, Meta]]:
+            names: list[str] = sorted(await self.redis.smembers(keys.CLUSTERS))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(keys.cluster(name))
+                pipe.get(keys.GENERATION)
+                replies: list[Any] = await pipe.execute()
+            out = {}
+            for name, raw in zip(names, replies[:-1], strict=True):
+                if raw:
+                    out[name] = _meta(raw)
+            return int(replies[-1] or 0), out
+
+        return await self._call(work)
+
+    async def meta(self, cluster: str) -> Meta | None:
+        async def work() -> Meta | None:
+            raw = await self.redis.hgetall(keys.cluster(cluster))
+            return _meta(raw) if raw else None
+
+        return await self._call(work)
+
+    async def digests(self, cluster: str) -> dict[str, str]:
+        """``<namespace>/<name>`` → content hash, for every service ``cluster`` holds.
+
+        Read in pages (HSCAN), so a cluster of 10,000 services never arrives as one
+        reply that stalls the reader's event loop while it is parsed.
+        """
+
+        async def work() -> dict[str, str]:
+            out: dict[str, str] = {}
+            cursor = 0
+            while True:
+                cursor, page = await self.redis.hscan(keys.digests(cluster), cursor, count=1000)
+                out.update(page)
+                if int(cursor) == 0:
+                    return out
+
+        return await self._call(work)
+
+    async def records(
+        self, cluster: str, wanted: list[str]
+    ) -> AsyncIterator[dict[str, ServiceRecord | None]]:
+        """The records of ``wanted`` services, page by page (None: not held, or unreadable).
+
+        Each record is validated as the model (what is in Redis is input too) and kept in
+        compact form, tagged with the digest it was stored under.
+        """
+        for part in _chunks(wanted, _READ_CHUNK):
+
+            async def work(part: list[str] = part) -> tuple[list[Any], list[Any]]:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.hmget(keys.services(cluster), part)
+                    pipe.hmget(keys.digests(cluster), part)
+                    raw, digests = await pipe.execute()
+                return raw, digests
+
+            raw, digests = await self._call(work)
+            page: dict[str, ServiceRecord | None] = {}
+            for key, value, digest in zip(part, raw, digests, strict=True):
+                page[key] = _record(value, digest) if value is not None else None
+            yield page
+
+    async def drain(self, cluster: str) -> Drain | None:
+        async def work() -> Drain | None:
+            raw = await self.redis.hget(keys.DRAINS, cluster)
+            return _drain(raw) if raw is not None else None
+
+        return await self._call(work)
+
+    async def policy(self, service: str) -> PolicyOverride | None:
+        async def work() -> PolicyOverride | None:
+            raw = await self.redis.hget(keys.POLICIES, service)
+            return _policies({service: raw}).get(service) if raw is not None else None
+
+        return await self._call(work)
+
+    async def last_change(self) -> str:
+        """The newest change-stream entry's ID: a reader that starts here misses nothing
+        that is written after it reads."""
+
+        async def work() -> str:
+            last = await self.redis.xrevrange(keys.CHANGES, count=1)
+            return str(last[0][0]) if last else "0-0"
+
+        return await self._call(work)
+
+    async def changes(self, after: str, *, block_ms: int) -> tuple[str, list[Change]]:
+        """Stream entries after ``after``, waiting up to ``block_ms`` for the first; and the
+        oldest entry the stream held just before: if it is newer than ``after``, entries
+        the reader never saw were trimmed away, and it must reconcile."""
+
+        async def work() -> tuple[str, list[Change]]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(keys.CHANGES, count=1)
+                pipe.xread({keys.CHANGES: after}, block=block_ms, count=1000)
+                oldest, reply = await pipe.execute()
             out: list[Change] = []
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
-                    out.append(Change(entry_id, fields.get("cluster", ""), fields.get("kind", "")))
-            return out
+                    out.append(_change(entry_id, fields))
+            return (str(oldest[0][0]) if oldest else "0-0"), out
 
         return await self._call(work)
 
 
-def _append_change(pipe: Any, cluster: str, kind: str) -> None:
-    pipe.xadd(
-        keys.CHANGES,
-        {"cluster": cluster, "kind": kind},
-        maxlen=keys.STREAM_MAXLEN,
-        approximate=True,
+def _append_change(pipe: Any, fields: Mapping[str, str | int]) -> None:
+    pipe.xadd(keys.CHANGES, dict(fields), maxlen=keys.STREAM_MAXLEN, approximate=True)
+
+
+def _announce(pipe: Any, cluster: str, changed: list[str], observed_ms: int | None) -> None:
+    fields: dict[str, str | int] = {"cluster": cluster}
+    if len(changed) > keys.MAX_KEYS_PER_CHANGE:
+        fields["kind"] = "cluster"
+    else:
+        fields["kind"] = "services"
+        fields["keys"] = ",".join(changed)
+    if observed_ms is not None:
+        fields["obs"] = observed_ms
+    _append_change(pipe, fields)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    return None if raw is None else int(raw)
+
+
+def _change(entry_id: str, fields: Mapping[str, str]) -> Change:
+    raw_keys = fields.get("keys", "")
+    obs = fields.get("obs", "")
+    return Change(
+        entry_id,
+        fields.get("cluster", ""),
+        fields.get("kind", ""),
+        tuple(k for k in raw_keys.split(",") if k),
+        int(obs) if obs.isdigit() else None,
     )
 
 
@@ -323,11 +515,35 @@ def _cluster(
     return ClusterState(
         name=name,
         region=meta.get("region", "unknown"),
-        seq=int(meta.get("seq", 0)),
-        last_seen_ms=int(meta.get("last_seen_ms", 0)),
+        seq=_int(meta.get("seq")),
+        last_seen_ms=_int(meta.get("last_seen_ms")),
         services=tuple(services),
         drain=drain,
     )
+
+
+def _meta(raw: Mapping[str, str]) -> Meta:
+    return Meta(
+        region=raw.get("region", "unknown"),
+        seq=_int(raw.get("seq")),
+        last_seen_ms=_int(raw.get("last_seen_ms")),
+    )
+
+
+def _int(raw: str | None) -> int:
+    """A stored integer; a missing or garbled one reads as 0 (never seen)."""
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
+
+
+def _record(raw: str, digest: str | None) -> ServiceRecord | None:
+    try:
+        service = Service.model_validate_json(raw)
+    except ValidationError:
+        return None  # unreadable by this version: the next report from its cluster replaces it
+    return compact(service, digest or content_hash(service))
 
 
 def _drain(raw: str) -> Drain | None:

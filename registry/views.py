@@ -2,12 +2,61 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from registry import health
-from registry.model import ClusterState, RegistryView, Service
+from registry.model import ClusterState, Endpoint, Policy, RegistryView, Service
 from registry.policies import effective_policy
+from registry.records import compact
 from registry.topology import Topology
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One service across clusters, judged by the same rules the resolver answers by."""
+
+    key: str
+    reported: list[tuple[ClusterState, Service]]
+    endpoints: list[tuple[ClusterState, Service, Endpoint, health.Verdict]]
+    policy: Policy
+    policy_source: str
+    spilled: frozenset[str]
+    serving: set[str]
+    """Clusters whose endpoints the answers can draw on now (see health.serving_clusters)."""
+
+
+def judge(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, Judged]:
+    """Every service by ``namespace/name``, judged at the view's Redis time."""
+    reported: dict[str, list[tuple[ClusterState, Service]]] = {}
+    for cluster in view.clusters:
+        for service in cluster.services:
+            reported.setdefault(service.key, []).append((cluster, service))
+    out: dict[str, Judged] = {}
+    for key in sorted(reported):
+        endpoints = []
+        members = []
+        for cluster, service in reported[key]:
+            problems = cluster_problems(cluster, now_ms=view.now_ms, lease_ttl_ms=lease_ttl_ms)
+            record = compact(service)
+            for endpoint, slim in zip(service.endpoints, record.endpoints, strict=True):
+                verdict = health.verdict(slim, problems)
+                endpoints.append((cluster, service, endpoint, verdict))
+                members.append((cluster.name, cluster.region, verdict))
+        policy, source = effective_policy(
+            key, [(c.name, s.policy) for c, s in reported[key]], view.policies
+        )
+        spilled, _since = health.spill(health.groups_of(members), policy, now_ms=view.now_ms)
+        out[key] = Judged(
+            key,
+            reported[key],
+            endpoints,
+            policy,
+            source,
+            spilled,
+            health.serving_clusters(members, spilled),
+        )
+    return out
 
 
 def cluster_problems(cluster: ClusterState, *, now_ms: int, lease_ttl_ms: int) -> tuple[str, ...]:
@@ -43,7 +92,10 @@ def clusters(view: RegistryView, topology: Topology, *, lease_ttl_ms: int) -> li
         problems = cluster_problems(state, now_ms=view.now_ms, lease_ttl_ms=lease_ttl_ms)
         total = sum(len(s.endpoints) for s in state.services)
         healthy = sum(
-            1 for s in state.services for e in s.endpoints if health.verdict(e, problems).healthy
+            1
+            for s in state.services
+            for e in compact(s).endpoints
+            if health.verdict(e, problems).healthy
         )
         out.append(
             {
@@ -65,40 +117,31 @@ def clusters(view: RegistryView, topology: Topology, *, lease_ttl_ms: int) -> li
 def services(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, dict[str, Any]]:
     """Every service by ``namespace/name``, with every endpoint and its verdict."""
     out: dict[str, dict[str, Any]] = {}
-    reported: dict[str, list[tuple[str, Service]]] = {}
-    for cluster in view.clusters:
-        problems = cluster_problems(cluster, now_ms=view.now_ms, lease_ttl_ms=lease_ttl_ms)
-        for service in cluster.services:
-            entry = out.setdefault(
-                service.key,
+    for key, judged in judge(view, lease_ttl_ms=lease_ttl_ms).items():
+        first = judged.reported[0][1]
+        out[key] = {
+            "namespace": first.namespace,
+            "name": first.name,
+            "clusters": [c.name for c, _s in judged.reported],
+            "serving_clusters": sorted(judged.serving),
+            "spilled": sorted(judged.spilled),
+            "healthy": sum(v.healthy for *_x, v in judged.endpoints),
+            "endpoints": [
                 {
-                    "namespace": service.namespace,
-                    "name": service.name,
-                    "clusters": [],
-                    "endpoints": [],
-                    "healthy": 0,
-                },
-            )
-            entry["clusters"].append(cluster.name)
-            reported.setdefault(service.key, []).append((cluster.name, service))
-            for endpoint in service.endpoints:
-                verdict = health.verdict(endpoint, problems)
-                entry["healthy"] += verdict.healthy
-                entry["endpoints"].append(
-                    {
-                        "cluster": cluster.name,
-                        "region": cluster.region,
-                        "address": endpoint.address,
-                        "node": endpoint.node,
-                        "ports": [p.model_dump() for p in service.ports],
-                        "conditions": endpoint.conditions.model_dump(),
-                        "probe": endpoint.probe.model_dump() if endpoint.probe else None,
-                        "healthy": verdict.healthy,
-                        "reasons": list(verdict.reasons),
-                    }
-                )
-    for key, entry in out.items():
-        policy, source = effective_policy(key, reported[key], view.policies)
-        entry["policy"] = policy.model_dump()
-        entry["policy_source"] = source
-    return dict(sorted(out.items()))
+                    "cluster": cluster.name,
+                    "region": cluster.region,
+                    "address": endpoint.address,
+                    "node": endpoint.node,
+                    "ports": [p.model_dump() for p in service.ports],
+                    "conditions": endpoint.conditions.model_dump(),
+                    "probe": endpoint.probe.model_dump() if endpoint.probe else None,
+                    "healthy": verdict.healthy,
+                    "standby": verdict.standby,
+                    "reasons": list(verdict.reasons),
+                }
+                for cluster, service, endpoint, verdict in judged.endpoints
+            ],
+            "policy": judged.policy.model_dump(),
+            "policy_source": judged.policy_source,
+        }
+    return out

@@ -16,7 +16,7 @@ from registry import store as store_mod
 from registry import topology as topology_mod
 from registry.errors import ConfigError
 from registry.topology import Topology
-from resolver import snapshot as snapshots
+from resolver import state as states
 from resolver import zonefile
 from resolver.main import build_responder
 from resolver.settings import ResolverSettings
@@ -31,7 +31,7 @@ async def load_snapshot(settings: ResolverSettings) -> Snapshot:
     """
     async with store_mod.opened(settings.redis_url) as store:
         view = await store.view()
-    return snapshots.build(
+    return states.build(
         view.clusters,
         generation=view.generation,
         sync_ms=view.now_ms,

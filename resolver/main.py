@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from registry import store as store_mod
 from registry import topology as topology_mod
@@ -79,7 +79,9 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
     return Responder(zone, locator, topology.regions, options, latency=topology.latency)
 
 
-def http_app(responder: Responder, follower: Follower) -> web.Application:
+def http_app(
+    responder: Responder, follower: Follower, propagation: Histogram | None = None
+) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -106,6 +108,8 @@ def http_app(responder: Responder, follower: Follower) -> web.Application:
 
     registry = CollectorRegistry()
     registry.register(ResolverCollector(responder, follower))
+    if propagation is not None:
+        registry.register(propagation)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
@@ -172,17 +176,26 @@ async def serve(
     def publish(snapshot: Snapshot) -> None:
         responder.swap(snapshot)
         log.info(
-            "snapshot applied",
+            "first snapshot loaded",
             generation=snapshot.generation,
             services=len(snapshot.services),
             live=sorted(snapshot.live),
         )
 
+    propagation = Histogram(
+        "globaldns_propagation_seconds",
+        "from an agent observing a change to this resolver answering with it "
+        "(agent and resolver wall clocks)",
+        buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+        registry=None,
+    )
     follower = Follower(
         store_mod.Store(client),
-        publish,
         lease_ttl_ms=int(settings.lease_ttl_s * 1000),
+        publish=publish,
+        invalidate=responder.invalidate,
         resync_interval_s=settings.resync_interval_s,
+        observe_propagation=propagation.observe,
     )
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
     udp = UdpServer(udp_sock, responder)
@@ -197,7 +210,7 @@ async def serve(
     sync = asyncio.create_task(follower.run(stop), name="resolver-sync")
     reporter = asyncio.create_task(report_problems(responder, stop), name="resolver-problems")
     try:
-        app = http_app(responder, follower)
+        app = http_app(responder, follower, propagation)
         async with running(app, settings.http_host, settings.http_port) as http_port:
             bound = Bound(udp_sock.getsockname()[1], http_port)
             log.info(

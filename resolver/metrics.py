@@ -55,15 +55,10 @@ class ResolverCollector(Collector):
         for choice in ("last_known_good", "all", "none", "fenced_empty"):
             fallback.add_metric([choice], stats.get(f"all_unhealthy_{choice}", 0))
         yield fallback
-        unhealthy = sum(
-            1
-            for e in self.responder.snapshot.services.values()
-            if not any(c.healthy for c in e.candidates)
-        )
         yield GaugeMetricFamily(
             "globaldns_resolver_services_all_unhealthy",
             "services with no healthy endpoint anywhere in the snapshot",
-            value=unhealthy,
+            value=len(self.responder.snapshot.unhealthy),
         )
         if self.responder.limiter is not None:
             rrl = CounterMetricFamily(
@@ -96,4 +91,9 @@ class ResolverCollector(Collector):
         )
         yield CounterMetricFamily(
             "globaldns_resolver_sync_errors", "failed registry reads", value=self.follower.errors
+        )
+        yield CounterMetricFamily(
+            "globaldns_resolver_reconciles",
+            "full comparisons with the registry (start, periodic, after errors or a restart)",
+            value=self.follower.reconciles,
         )

@@ -21,12 +21,13 @@ import struct
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from registry.model import Region
 from resolver import answers, policy, wire
+from resolver import snapshot as snapshots
 from resolver.answers import (
     FORMERR,
     NOERROR,
@@ -39,7 +40,7 @@ from resolver.answers import (
 )
 from resolver.geo import Location, Locator, region_order
 from resolver.rrl import Action, RateLimiter, RrlConfig
-from resolver.snapshot import EMPTY, Snapshot
+from resolver.snapshot import Candidate, Snapshot
 from resolver.zone import Zone
 
 CLASS_IN = 1
@@ -110,6 +111,7 @@ class Options:
 
 
 Entry = Static | Located
+CacheKey = tuple[tuple[bytes, ...], int, int]
 
 
 class Responder:
@@ -129,7 +131,7 @@ class Responder:
         self.options = options or Options()
         self.latency = latency or {}
         self.clock = clock
-        self.snapshot: Snapshot = EMPTY
+        self.snapshot: Snapshot = snapshots.empty()
         self.stats: Counter[str] = Counter()
         self.last_error: str | None = None
         self.limiter = RateLimiter(self.options.rrl) if self.options.rrl else None
@@ -140,7 +142,11 @@ class Responder:
         self._trust_all = {n.version for n in trusted if n.prefixlen == 0} == {4, 6}
         self._trusted = trusted
         self._zone_labels = zone.labels
-        self._cache: dict[tuple[tuple[bytes, ...], int, int], Entry] = {}
+        self._cache: dict[CacheKey, Entry] = {}
+        self._by_owner: dict[str, list[CacheKey]] = {}
+        """Cache keys by what they depend on: ``<service>.<namespace>`` for the names at
+        and under a service, ``<namespace>`` for the namespace's own name, and ``""``
+        for the apex (whose SOA serial is the generation)."""
         self._orders: dict[str | None, tuple[str, ...]] = {}
         self._turn = itertools.count()
 
@@ -148,6 +154,20 @@ class Responder:
         """Answer from ``snapshot`` from now on; every pre-packed answer is dropped."""
         self.snapshot = snapshot
         self._cache = {}
+        self._by_owner = {}
+
+    def invalidate(self, owners: Iterable[str]) -> None:
+        """Drop the pre-packed answers of these owners (their entries were rebuilt).
+
+        ``<service>.<namespace>`` drops that service's names and its namespace's own
+        name (which may have become, or stopped being, an empty non-terminal); ``""``
+        drops the apex.
+        """
+        cache, index = self._cache, self._by_owner
+        for owner in owners:
+            for dependent in (owner, owner.partition(".")[2]) if owner else ("",):
+                for key in index.pop(dependent, ()):
+                    cache.pop(key, None)
 
     # -- the hot path ------------------------------------------------------------------
 
@@ -188,10 +208,7 @@ class Responder:
         key = (query.labels, query.qtype, query.qclass)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._decide(*key)
-            if len(self._cache) >= MAX_CACHED_NAMES:
-                self._cache = {}
-            self._cache[key] = entry
+            entry = self._remember(key, self._decide(*key))
         scope = 0
         if isinstance(entry, Static):
             variants = entry.variants
@@ -211,6 +228,18 @@ class Responder:
         packed = variants[next(self._turn) % len(variants)] if len(variants) > 1 else variants[0]
         self.stats[_RCODE_NAMES.get(packed.flags & 0xF, "other")] += 1
         return self._finish(query, packed, tcp, client, scope=scope)
+
+    def _remember(self, key: CacheKey, entry: Entry) -> Entry:
+        if len(self._cache) >= MAX_CACHED_NAMES:
+            self._cache, self._by_owner = {}, {}
+        self._cache[key] = entry
+        labels = key[0]
+        depth = len(labels) - len(self._zone_labels)
+        if depth >= 0 and labels[depth:] == self._zone_labels:
+            relative = labels[:depth]
+            owner = b".".join(relative[-2:]).decode("latin-1")
+            self._by_owner.setdefault(owner, []).append(key)
+        return entry
 
     def _options(
         self, opt: wire.Opt, client: str, *, tcp: bool, scope: int, ede: int | None
@@ -453,20 +482,23 @@ class Responder:
         name, protocol = entry.srv
         records: list[tuple[int, tuple[bytes, ...]]] = []
         dependent = False
+        first: dict[str, Candidate] = {}
+        for c in service.candidates:
+            first.setdefault(c.address, c)
         for family in (4, 6):
             decision = self.decision(replace(entry, family=family), who)
             dependent |= decision.location_dependent
-            for address in decision.addresses:
-                for c in service.candidates:
-                    if c.address != address:
-                        continue
-                    port = next(
-                        (p.port for p in c.ports if (p.name, p.protocol) == (name, protocol)), None
-                    )
-                    if port is not None:
-                        target = (_dash(address).encode(), *entry.labels[2:])
-                        records.append((port, target))
-                    break
+            for address in decision.addresses[: policy.MAX_ANSWERS]:
+                port = next(
+                    (
+                        p.port
+                        for p in first[address].ports
+                        if (p.name, p.protocol) == (name, protocol)
+                    ),
+                    None,
+                )
+                if port is not None:
+                    records.append((port, (_dash(address).encode(), *entry.labels[2:])))
         if not records:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
             return Choice(negative.variants, dependent)

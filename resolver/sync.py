@@ -1,21 +1,25 @@
-"""Keeping the snapshot current: full load, then the change stream, then resync.
+"""Keeping the snapshot current: reconcile, then follow the change stream.
 
 The loop, in the order it happens:
 
-1. **Full load** — one consistent read of the whole registry (:meth:`Store.view`);
-   clusters the previous snapshot had but Redis lacks are carried over (see
-   :func:`resolver.snapshot.carry_over`).
-2. **Follow** — ``XREAD BLOCK`` on the change stream from the position the load matched;
-   each entry names a cluster, which is re-read. After every wake-up (an entry or the
-   block timeout) the leases are read with the Redis clock, and that time becomes the
-   *sync time* leases are judged against.
-3. **Resync** — a full load again every ``resync_interval``, after any error, and when
-   the generation goes backwards (Redis restarted or failed over).
+1. **Reconcile** — note the newest change-stream entry, then compare every cluster's
+   service digests with the ones held and read only the records that differ (all of
+   them the first time). Clusters the registry lacks but the resolver holds are carried
+   over (Redis restarted empty, or failed over and lost the tail): their agents report
+   again within a heartbeat; if they do not, their lease expires the ordinary way.
+2. **Follow** — ``XREAD BLOCK`` from the noted entry. Each entry names a cluster and the
+   services it changed; only those are read (HMGET) and judged again. After every
+   wake-up the leases are read with the Redis clock, and that time becomes the *sync
+   time* leases are judged against. The block ends early when a lease is due to run out,
+   so an expiry is applied at its time, not at the next wake-up.
+3. **Reconcile again** every ``resync_interval``, after any error, when the generation
+   goes backwards (Redis restarted or failed over) and when the stream was trimmed past
+   the resolver's position. A reconcile that finds nothing different changes nothing.
 
-A new snapshot is published only when something an answer depends on changed: the
-records, a drain, or which clusters' leases are fresh. If Redis is unreachable, nothing
-is published and the last snapshot keeps answering: its sync time does not move, so its
-leases do not expire behind its back.
+Nothing here stops the answers: the work is done in slices of a few milliseconds, and
+between slices the server answers from the entries as they are — each entry is whole.
+If Redis is unreachable, nothing changes and the last picture keeps answering: its sync
+time does not move, so its leases do not expire behind its back.
 """
 
 from __future__ import annotations
@@ -23,53 +27,64 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import structlog
 
 from registry.aio import sleep_or_stop
 from registry.errors import StoreError
-from registry.model import ClusterState, PolicyOverride
-from registry.store import Store
-from resolver import snapshot as snapshots
+from registry.store import Change, Store
 from resolver.snapshot import Snapshot
+from resolver.state import State
 
 log = structlog.get_logger("resolver.sync")
 
-Publish = Callable[[Snapshot], None]
+SLICE_S = 0.002
+"""How long one slice of work may hold the event loop before it yields to the answers."""
 
 
 class Follower:
     def __init__(
         self,
         store: Store,
-        publish: Publish,
         *,
         lease_ttl_ms: int,
+        publish: Callable[[Snapshot], None],
+        invalidate: Callable[[Iterable[str]], None],
         block_ms: int = 1000,
         resync_interval_s: float = 30.0,
         forget_after_ms: int = 3_600_000,
+        observe_propagation: Callable[[float], None] | None = None,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.store = store
+        self.state = State(lease_ttl_ms=lease_ttl_ms)
         self.publish = publish
-        self.lease_ttl_ms = lease_ttl_ms
+        self.invalidate = invalidate
         self.block_ms = block_ms
         self.resync_interval_s = resync_interval_s
         self.forget_after_ms = forget_after_ms
-        self.current: Snapshot = snapshots.EMPTY
-        self.clusters: dict[str, ClusterState] = {}
-        self.policies: dict[str, PolicyOverride] = {}
+        self.observe_propagation = observe_propagation
+        self.wall_ms = wall_ms
         self.generation = 0
         self.stream_id = "0-0"
         self.errors = 0
         self.last_sync_monotonic = 0.0
         self.syncs = 0
+        self.reconciles = 0
+        self.published = False
+        self._redis_offset_ms = 0
+        """Redis time minus local monotonic time, to wait for a lease's expiry."""
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.state.snapshot
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
             try:
-                await self.full_load()
+                await self.reconcile()
                 backoff = 0.1
                 await self._follow(stop)
             except StoreError as exc:
@@ -81,69 +96,160 @@ class Follower:
                 backoff = min(backoff * 2, 5.0)
                 await sleep_or_stop(stop, delay)
 
-    async def full_load(self) -> None:
-        view = await self.store.view()
-        clusters = snapshots.carry_over(
-            self.clusters, view.clusters, sync_ms=view.now_ms, forget_after_ms=self.forget_after_ms
-        )
-        carried = sorted(set(self.clusters) - {c.name for c in view.clusters})
+    # -- reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Bring the state in line with the registry, reading only what differs."""
+        start = await self.store.last_change()
+        generation, metas = await self.store.metas()
+        drains = await self.store.drains()
+        policies = await self.store.policies()
+        state = self.state
+        for name, meta in metas.items():
+            state.put_cluster(
+                name, region=meta.region, seq=meta.seq, last_seen_ms=meta.last_seen_ms
+            )
+        # Judge leases before reading records, so each entry is built once, not twice.
+        state.advance((await self.store.leases()).now_ms)
+        for name in metas:
+            await self._reconcile_cluster(name)
+        leases = await self.store.leases()
+        missing = sorted(set(state.snapshot.clusters) - set(metas))
+        for name in missing:
+            if leases.now_ms - state.snapshot.clusters[name].last_seen_ms > self.forget_after_ms:
+                state.drop_cluster(name)
+        carried = [n for n in missing if n in state.snapshot.clusters]
         if carried:
             log.warning(
                 "clusters missing from the registry kept until their leases expire",
                 clusters=carried,
             )
-        self.clusters = {c.name: c for c in clusters}
-        self.policies = dict(view.policies)
-        self.generation = view.generation
-        self.stream_id = view.stream_id
-        self._rebuild(view.now_ms, force=True)
+        for name in list(state.snapshot.clusters):
+            state.set_drain(name, drains.get(name))
+        for key in set(state.snapshot.policies) | set(policies):
+            state.set_policy(key, policies.get(key))
+        self.stream_id = start
+        self.generation = max(generation, leases.generation)
+        self.reconciles += 1
+        await self._settle(leases.now_ms, leases.generation)
+
+    async def _reconcile_cluster(self, name: str) -> None:
+        digests = await self.store.digests(name)
+        held = self.state.records.get(name, {})
+        stale = [k for k, d in digests.items() if (r := held.get(k)) is None or r.digest != d]
+        gone = [k for k in held if k not in digests]
+        if gone:
+            self.state.put_records(name, dict.fromkeys(gone))
+        await self._read(name, stale)
+
+    async def _read(self, cluster: str, wanted: list[str]) -> None:
+        async for page in self.store.records(cluster, wanted):
+            self.state.put_records(cluster, page)
+            await self._rebuild()
+
+    # -- follow -------------------------------------------------------------------------
 
     async def _follow(self, stop: asyncio.Event) -> None:
         deadline = time.monotonic() + self.resync_interval_s
         while not stop.is_set() and time.monotonic() < deadline:
-            changes = await self.store.changes(self.stream_id, block_ms=self.block_ms)
-            changed = False
+            oldest, changes = await self.store.changes(self.stream_id, block_ms=self._block_ms())
+            if self.stream_id != "0-0" and _id(oldest) > _id(self.stream_id):
+                log.warning("the change stream was trimmed past this resolver; reconciling")
+                return
+            observed: list[int] = []
             for change in changes:
                 self.stream_id = change.id
-                if change.kind == "policy":
-                    self.policies = await self.store.policies()
-                    changed = True
-                    continue
-                state = await self.store.cluster(change.cluster)
-                if state is None:
-                    changed |= self.clusters.pop(change.cluster, None) is not None
-                else:
-                    self.clusters[change.cluster] = state
-                    changed = True
+                await self._apply(change)
+                if change.observed_ms is not None:
+                    observed.append(change.observed_ms)
             leases = await self.store.leases()
             if leases.generation < self.generation:
                 log.warning(
-                    "registry generation went backwards; reloading",
+                    "registry generation went backwards; reconciling",
                     had=self.generation,
                     now=leases.generation,
                 )
                 return
-            self.generation = max(self.generation, leases.generation)
             for name, seen in leases.last_seen_ms.items():
-                state = self.clusters.get(name)
-                if state is not None and state.last_seen_ms != seen:
-                    self.clusters[name] = state.model_copy(update={"last_seen_ms": seen})
-            self._rebuild(leases.now_ms, force=changed)
+                info = self.state.snapshot.clusters.get(name)
+                if info is not None and info.last_seen_ms != seen:
+                    self.state.put_cluster(
+                        name, region=info.region, seq=info.seq, last_seen_ms=seen
+                    )
+            self.generation = max(self.generation, leases.generation)
+            await self._settle(leases.now_ms, leases.generation)
+            if self.observe_propagation is not None:
+                now = self.wall_ms()
+                for at in observed:
+                    self.observe_propagation(max(0.0, (now - at) / 1000))
 
-    def _rebuild(self, now_ms: int, *, force: bool) -> None:
+    async def _apply(self, change: Change) -> None:
+        state = self.state
+        if change.kind in ("services", "cluster"):
+            info = state.snapshot.clusters.get(change.cluster)
+            if info is None or info.region == "unknown":
+                meta = await self.store.meta(change.cluster)
+                if meta is not None:
+                    state.put_cluster(
+                        change.cluster,
+                        region=meta.region,
+                        seq=meta.seq,
+                        last_seen_ms=meta.last_seen_ms,
+                    )
+            if change.kind == "services":
+                await self._read(change.cluster, list(change.keys))
+            else:
+                await self._reconcile_cluster(change.cluster)
+        elif change.kind in ("drain", "undrain"):
+            if change.cluster in state.snapshot.clusters:
+                state.set_drain(change.cluster, await self.store.drain(change.cluster))
+        elif change.kind == "policy":
+            for key in change.keys:
+                state.set_policy(key, await self.store.policy(key))
+        # Unknown kinds (a newer registry) are skipped; the periodic reconcile covers them.
+
+    def _block_ms(self) -> int:
+        """Wake up in time for the next lease expiry or spill hold, else after block_ms."""
+        due = self.state.next_expiry_ms()
+        if due is None:
+            return self.block_ms
+        now_redis = time.monotonic() * 1000 + self._redis_offset_ms
+        return int(max(1, min(self.block_ms, due - now_redis)))
+
+    # -- applying -----------------------------------------------------------------------
+
+    async def _settle(self, now_ms: int, generation: int) -> None:
+        """Judge leases at ``now_ms``, rebuild what is dirty, and publish."""
+        self._redis_offset_ms = now_ms - int(time.monotonic() * 1000)
+        self.state.advance(now_ms)
+        if self.state.snapshot.generation != generation:
+            self.state.snapshot.generation = generation
+            self.invalidate(("",))  # the apex: its SOA serial is the generation
+        await self._rebuild()
         self.last_sync_monotonic = time.monotonic()
         self.syncs += 1
-        candidate = snapshots.build(
-            self.clusters.values(),
-            generation=self.generation,
-            sync_ms=now_ms,
-            lease_ttl_ms=self.lease_ttl_ms,
-            policies=self.policies,
-            previous=self.current,
-        )
-        if force or candidate.signature() != self.current.signature():
-            self.publish(candidate)
-        # Otherwise nothing an answer depends on moved: the published snapshot (and every
-        # pre-packed answer) stays, but the carried state (spill timers, last known good)
-        # and the sync time move on with the candidate.
-        self.current = candidate
+        if not self.published:
+            self.published = True
+            self.publish(self.state.snapshot)
+
+    async def _rebuild(self) -> None:
+        """Build the dirty entries again, yielding to the answers every few milliseconds."""
+        dirty = self.state.take_dirty()
+        i = 0
+        while i < len(dirty):
+            started = time.perf_counter()
+            changed: set[str] = set()
+            while i < len(dirty) and time.perf_counter() - started < SLICE_S:
+                changed |= self.state.rebuild(dirty[i : i + 16])
+                i += 16
+            if changed and self.published:
+                self.invalidate(changed)
+            await asyncio.sleep(0)
+
+
+def _id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0

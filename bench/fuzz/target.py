@@ -29,7 +29,7 @@ from registry.model import (
 )
 from resolver.geo import Locator
 from resolver.respond import Options, Responder
-from resolver.snapshot import build
+from resolver.state import build
 from resolver.zone import Zone
 
 NOW_S = 1_000_000

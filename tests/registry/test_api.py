@@ -180,7 +180,7 @@ async def test_metrics_count_reports_and_requests(redis_url: str) -> None:
         await call(s, "POST", f"{api}/v1/reports", None, report())
         async with s.get(f"{api}/metrics") as response:
             text = await response.text()
-    assert 'globaldns_registry_reports_total{cluster="us-east-prod"} 1.0' in text
+    assert 'globaldns_registry_reports_total{cluster="us-east-prod",kind="whole"} 1.0' in text
     assert 'globaldns_registry_requests_total{route="/v1/reports",status="401"} 1.0' in text
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from registry import health
-from registry.model import Conditions, Drain, Endpoint, ProbeState
+from registry.model import Conditions, Drain, Endpoint, ProbeState, Service
+from registry.records import compact
 
 NOW = 1_000_000
 TTL = 6_000
@@ -36,7 +37,7 @@ TTL = 6_000
             NOW - TTL - 1,
             None,
             False,
-            ("cluster lease stale: last seen 6.0s ago",),
+            ("cluster lease stale: no heartbeat for over 6s",),
         ),
         (Endpoint(address="10.0.0.1"), 0, None, False, ("cluster lease: never seen",)),
         (
@@ -54,5 +55,6 @@ def test_verdicts(
     problems = health.cluster_reasons(
         last_seen_ms=last_seen, now_ms=NOW, lease_ttl_ms=TTL, drain=drain
     )
-    verdict = health.verdict(endpoint, problems)
+    record = compact(Service(namespace="a", name="b", endpoints=(endpoint,))).endpoints[0]
+    verdict = health.verdict(record, problems)
     assert (verdict.healthy, verdict.reasons) == (healthy, reasons)

@@ -18,7 +18,7 @@ from resolver.main import build_responder
 from resolver.respond import Responder
 from resolver.server import TcpServer, UdpServer
 from resolver.settings import ResolverSettings
-from resolver.snapshot import build
+from resolver.state import build
 from tests.helpers import TOPOLOGY_FILE, topology
 
 NOW = 1_000_000

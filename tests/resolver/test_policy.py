@@ -8,8 +8,10 @@ from collections import Counter
 import pytest
 
 from registry.model import ClusterState, Endpoint, Policy, PolicyOverride, ProbeState, Service
+from registry.records import compact
 from resolver.policy import Client, Decision, decide, pinned, rotations, weighted_pick
-from resolver.snapshot import Candidate, ServiceEntry, build
+from resolver.snapshot import Candidate, ServiceEntry
+from resolver.state import State, build
 
 ORDER_EU = ("eu-west-1", "eu-central-1", "us-east-1", "ap-south-1")
 JURISDICTIONS = {"eu-west-1": "eu", "eu-central-1": "eu", "us-east-1": "us", "ap-south-1": "in"}
@@ -202,7 +204,8 @@ def test_weighted_falls_back_when_no_weighted_cluster_is_healthy() -> None:
     assert run(e, Client(region="eu-west-1")).branch == "weighted-fallback"
 
 
-def spill_snapshot(ready: list[bool], sync_ms: int, previous: object = None) -> ServiceEntry:
+def spill_step(state: State, ready: list[bool], sync_ms: int) -> ServiceEntry:
+    """One probe round in eu-west (three endpoints, ``ready`` each), applied incrementally."""
     policy = Policy(kind="geo", min_healthy=2, spill_hold_s=10)
     eu = Service(
         namespace="production",
@@ -219,33 +222,46 @@ def spill_snapshot(ready: list[bool], sync_ms: int, previous: object = None) -> 
         policy=policy,
         endpoints=(Endpoint(address="10.1.0.1"), Endpoint(address="10.1.0.2")),
     )
-    clusters = [
-        ClusterState(name="eu-west-prod", region="eu-west-1", last_seen_ms=sync_ms, services=(eu,)),
-        ClusterState(name="us-east-prod", region="us-east-1", last_seen_ms=sync_ms, services=(us,)),
-    ]
-    snap = build(clusters, generation=1, sync_ms=sync_ms, lease_ttl_ms=6000, previous=previous)  # type: ignore[arg-type]
-    return snap.services["api.production"], snap  # type: ignore[return-value]
+    for name, region, service in (
+        ("eu-west-prod", "eu-west-1", eu),
+        ("us-east-prod", "us-east-1", us),
+    ):
+        state.put_cluster(name, region=region, seq=1, last_seen_ms=sync_ms)
+        state.put_records(name, {service.key: compact(service)})
+    state.advance(sync_ms)
+    state.rebuild(state.take_dirty())
+    return state.snapshot.services["api.production"]
 
 
 def test_spillover_moves_at_once_and_returns_only_after_the_hold() -> None:
     clock = 1_000_000
-    entry_, snap = spill_snapshot([True, True, True], clock)
+    state = State(lease_ttl_ms=6000)
+    entry_ = spill_step(state, [True, True, True], clock)
     assert run(entry_).region == "eu-west-1"
     clock += 1000
-    entry_, snap = spill_snapshot([True, False, False], clock, snap)  # 1 healthy < 2
+    entry_ = spill_step(state, [True, False, False], clock)  # 1 healthy < 2
     assert run(entry_).region == "us-east-1" and "region:eu-west-1" in entry_.spilled
     # An endpoint that alternates every probe round must not flap the answer.
     regions = []
     for step in range(20):
         clock += 500
-        entry_, snap = spill_snapshot([True, step % 2 == 0, False], clock, snap)
+        entry_ = spill_step(state, [True, step % 2 == 0, False], clock)
         regions.append(run(entry_).region)
     assert set(regions) == {"us-east-1"}
-    # Steady capacity for the hold time brings it back.
-    for _ in range(21):
-        clock += 500
-        entry_, snap = spill_snapshot([True, True, False], clock, snap)
-    assert run(entry_).region == "eu-west-1"
+    # Steady capacity for the hold time brings it back, judged again when the hold ends
+    # even though nothing else changes.
+    entry_ = spill_step(state, [True, True, False], clock + 500)
+    assert run(entry_).region == "us-east-1"
+    hold_ends = clock + 500 + 10_000
+    for name in ("eu-west-prod", "us-east-prod"):  # heartbeats: they change nothing
+        region = state.snapshot.clusters[name].region
+        state.put_cluster(name, region=region, seq=1, last_seen_ms=hold_ends)
+    assert state.take_dirty() == []
+    assert state.next_expiry_ms() == hold_ends
+    state.advance(hold_ends)
+    assert state.take_dirty() == ["production/api"]
+    state.rebuild(["production/api"])
+    assert run(state.snapshot.services["api.production"]).region == "eu-west-1"
 
 
 def test_policy_precedence_override_then_annotation_then_default() -> None:

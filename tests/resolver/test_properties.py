@@ -59,7 +59,7 @@ from hypothesis.control import currently_in_test_context
 from registry.model import ClusterState, Drain, Endpoint, Service
 from resolver.geo import Locator
 from resolver.respond import Responder
-from resolver.snapshot import build
+from resolver.state import build
 from resolver.zone import Zone
 from tests.helpers import topology
 

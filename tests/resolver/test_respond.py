@@ -15,7 +15,7 @@ from registry.model import ClusterState, Drain, Endpoint, Service
 from resolver.main import build_responder
 from resolver.respond import Responder
 from resolver.settings import ResolverSettings
-from resolver.snapshot import build
+from resolver.state import build
 from tests.helpers import TOPOLOGY_FILE, topology
 
 NAME = "api.production.global.example.com"
@@ -101,9 +101,12 @@ def test_answers_rotate_between_queries(responder: Responder) -> None:
 
 
 def test_drained_cluster_moves_clients_to_next_nearest(responder: Responder) -> None:
-    clusters = dict(responder.snapshot.clusters)
-    clusters["eu-west-prod"] = state("eu-west-prod", "eu-west-1", "10.2.0", drain=Drain())
-    responder.swap(build(clusters.values(), generation=43, sync_ms=NOW, lease_ttl_ms=6000))
+    clusters = [
+        state("us-east-prod", "us-east-1", "10.1.0"),
+        state("eu-west-prod", "eu-west-1", "10.2.0", drain=Drain()),
+        state("ap-south-prod", "ap-south-1", "10.3.0"),
+    ]
+    responder.swap(build(clusters, generation=43, sync_ms=NOW, lease_ttl_ms=6000))
     assert addresses(ask(responder, client="127.0.2.1")) == {"10.1.0.1", "10.1.0.2", "10.1.0.3"}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from registry.model import ClusterState, Endpoint, Service
-from resolver.snapshot import build, carry_over
+from resolver.state import build
 
 TTL = 6000
 
@@ -26,7 +26,7 @@ def test_lease_judged_against_sync_time_not_wall_clock() -> None:
     assert stale.live == frozenset()
     candidate = stale.services["api.production"].candidates[0]
     assert not candidate.healthy
-    assert candidate.reasons == ("cluster lease stale: last seen 6.0s ago",)
+    assert candidate.reasons == ("cluster lease stale: no heartbeat for over 6s",)
 
 
 def test_services_merge_across_clusters() -> None:
@@ -41,14 +41,5 @@ def test_services_merge_across_clusters() -> None:
         ("a", "10.0.0.1"),
         ("b", "10.0.1.1"),
     ]
-    assert snap.namespaces == {"production"}
+    assert set(snap.namespaces) == {"production"}
     assert snap.generation == 7
-
-
-def test_carry_over_keeps_vanished_clusters_until_long_expired() -> None:
-    old = {"a": cluster("a", "us-east-1", 1000, "10.0.0.1")}
-    kept = carry_over(old, [], sync_ms=2000, forget_after_ms=60_000)
-    assert [c.name for c in kept] == ["a"]
-    assert carry_over(old, [], sync_ms=70_000, forget_after_ms=60_000) == []
-    newer = cluster("a", "us-east-1", 5000, "10.0.0.2")
-    assert carry_over(old, [newer], sync_ms=5000, forget_after_ms=60_000) == [newer]

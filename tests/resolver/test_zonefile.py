@@ -6,7 +6,7 @@ import dns.rdatatype
 import dns.zone
 
 from registry.model import ClusterState, Endpoint, Service
-from resolver.snapshot import build
+from resolver.state import build
 from resolver.zone import Zone
 from resolver.zonefile import render
 from tests.helpers import topology
