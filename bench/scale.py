@@ -53,6 +53,7 @@ import scale_world as world
 from scale_agents import agent_process
 from scale_dns import Poller, latency_stream, query_wire
 from scale_procs import (
+    CLK_TCK,
     Proc,
     Processes,
     StartError,
@@ -131,6 +132,7 @@ ROWS = (
     ("rss_bytes_per_ep", "  per endpoint (bytes)", "B", ".0f"),
     ("rss_marginal_per_ep", "  per endpoint, above the small registry's RSS (bytes)", "B", ".0f"),
     ("idle_cpu_pct", "resolver idle CPU (% of a core)", " %", ".2f"),
+    ("idle_others_pct", "  other processes' CPU meanwhile (% of a core)", "%", ".0f"),
     ("prop_p50_ms", "propagation p50: POST -> DNS answer (ms)", " ms", ".1f"),
     ("prop_p99_ms", "propagation p99 (ms)", " ms", ".1f"),
     ("prop_max_ms", "propagation max (ms)", "ms", ".1f"),
@@ -147,12 +149,14 @@ ROWS = (
     ("registry_cpu_ms", "registry CPU per change (ms)", "ms", ".2f"),
     ("redis_cpu_ms", "Redis CPU per change (ms)", "ms", ".3f"),
     ("resolver_churn_cpu_pct", "resolver CPU during churn (% of a core)", "%", ".0f"),
+    ("churn_others_pct", "  other processes' CPU meanwhile (% of a core)", "%", ".0f"),
     ("reports_per_s", "delta reports/s accepted (all chains, back to back)", "/s", ",.0f"),
     ("tp_post_p50_ms", "  delta POST -> 200 p50 meanwhile (ms)", "ms", ".1f"),
     ("tp_registry_cpu_pct", "  registry CPU meanwhile (% of a core)", "%", ".0f"),
     ("tp_resolver_cpu_pct", "  resolver CPU meanwhile (% of a core)", "%", ".0f"),
     ("tp_redis_cpu_pct", "  Redis CPU meanwhile (% of a core)", "%", ".0f"),
     ("tp_clients_cpu_pct", "  agent processes' CPU meanwhile (% of a core)", "%", ".0f"),
+    ("tp_others_pct", "  other processes' CPU meanwhile (% of a core)", "%", ".0f"),
 )
 
 
@@ -485,25 +489,44 @@ class Usage:
     redis: float
     agents: float
 
+    clients: float
+    """This process (the flip poller) and the DNS latency stream."""
+    machine: float
+    """Every CPU's busy time (``/proc/stat``): what is not ours is another process's."""
+
     @classmethod
-    def now(cls, servers: Servers, resolver: Proc, agents: AgentPool | None) -> Usage:
+    def now(cls, servers: Servers, resolver: Proc, agents: AgentPool | None, *extra: int) -> Usage:
+        clients = cpu_seconds(os.getpid())
+        for pid in extra:
+            with contextlib.suppress(OSError):
+                clients += cpu_seconds(pid)
         return cls(
             time.monotonic(),
             servers.registry.cpu(),
             resolver.cpu(),
             servers.redis.cpu(),
             agents.cpu() if agents is not None else 0.0,
+            clients,
+            machine_busy_seconds(),
         )
 
     def share(self, later: Usage) -> dict[str, float]:
         span = max(1e-9, later.at - self.at)
-        return {
-            "seconds": later.at - self.at,
-            "registry": (later.registry - self.registry) / span,
-            "resolver": (later.resolver - self.resolver) / span,
-            "redis": (later.redis - self.redis) / span,
-            "agents": (later.agents - self.agents) / span,
-        }
+        out = {"seconds": later.at - self.at}
+        for name in ("registry", "resolver", "redis", "agents", "clients", "machine"):
+            out[name] = (getattr(later, name) - getattr(self, name)) / span
+        ours = sum(out[k] for k in ("registry", "resolver", "redis", "agents", "clients"))
+        out["others"] = max(0.0, out["machine"] - ours)
+        return out
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (all CPUs; ``/proc/stat``)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu "):
+            v = [int(x) for x in line.split()[1:9]]
+            return (sum(v) - v[3] - v[4]) / CLK_TCK  # less idle and iowait
+    return 0.0
 
 
 def flips(
@@ -667,6 +690,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, root: Path) -> di
         idle = before.share(Usage.now(servers, resolver, agents))
         out["idle"] = idle
         m["idle_cpu_pct"] = idle["resolver"] * 100
+        m["idle_others_pct"] = idle["others"] * 100
 
         probe = agents.expect(_send(agents.conns[0], ("probe",)), "probe")
         out["probe"] = {"status": probe[1], "answer": probe[2], "body_bytes": probe[3]}
@@ -759,12 +783,12 @@ def churn_phase(
     )
     stream.start()
     try:
-        usage_before = Usage.now(servers, resolver, agents)
+        usage_before = Usage.now(servers, resolver, agents, stream.pid)
         agents.churn(args.churn_rate)
         time.sleep(1.0)
         flipped = flips(scenario, agents, dns_port, args)
         agents.churn(0)
-        usage = usage_before.share(Usage.now(servers, resolver, agents))
+        usage = usage_before.share(Usage.now(servers, resolver, agents, stream.pid))
     finally:
         stop.set()
         try:
@@ -789,7 +813,8 @@ def churn_phase(
         "flips": {k: v for k, v in flipped.items() if k not in ("ack_s",)},
         "last_errors": [s["last_error"] for s in stats_after if s["last_error"]],
     }
-    prop = flipped["propagation_s"]
+    # A flip that never showed counts as slower than any that did (not as absent).
+    prop = flipped["propagation_s"] + [math.inf] * flipped["unseen"]
     m["prop_p50_ms"] = _ms(percentile(prop, 50))
     m["prop_p99_ms"] = _ms(percentile(prop, 99))
     m["prop_max_ms"] = _ms(max(prop) if prop else None)
@@ -801,7 +826,8 @@ def churn_phase(
         )
     if flipped["unseen"]:
         out["notes"].append(
-            f"{flipped['unseen']} flips never showed in {args.flip_timeout_s:g} s (not in p50/p99)"
+            f"{flipped['unseen']} flips never showed in {args.flip_timeout_s:g} s "
+            "(counted as slower than every other: shown as inf)"
         )
     if hist_after is not None:
         out["histogram"] = {"before": hist_before, "after": hist_after}
@@ -841,6 +867,7 @@ def churn_phase(
             / changes,
         }
     m["resolver_churn_cpu_pct"] = usage["resolver"] * 100
+    m["churn_others_pct"] = usage["others"] * 100
 
 
 def throughput_phase(
@@ -876,6 +903,7 @@ def throughput_phase(
     m["tp_resolver_cpu_pct"] = usage["resolver"] * 100
     m["tp_redis_cpu_pct"] = usage["redis"] * 100
     m["tp_clients_cpu_pct"] = usage["agents"] * 100
+    m["tp_others_pct"] = usage["others"] * 100
 
 
 def marginal(runs: list[dict[str, Any]]) -> None:
@@ -946,6 +974,8 @@ def machine() -> dict[str, Any]:
 def cell(value: Any, fmt: str) -> str:
     if value is None:
         return "—"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
     if isinstance(value, str):
         return value
     return format(value, fmt)
@@ -1024,13 +1054,24 @@ def notes(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def finite(value: Any) -> Any:
+    """The result with infinities as the string "inf" (JSON has no infinity)."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"scale-{time.strftime('%Y%m%d-%H%M%S')}" + (
         "-quick" if result["config"]["quick"] else ""
     )
     json_path = out / f"{stem}.json"
-    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    json_path.write_text(json.dumps(finite(result), indent=2, default=str) + "\n")
     md = [f"# {header(result)[0]}", ""]
     md += [f"- {line}" for line in header(result)[1:]]
     md += ["", table(result, markdown=True), ""]
