@@ -64,6 +64,9 @@ class Poller:
         self.qid = random.randrange(1 << 16)
         self.queries = 0
         self.timeouts = 0
+        self.rtts: list[float] = []
+        """Seconds from each send to its answer (one name, asked again and again: mostly
+        answered from the resolver's cache, unlike the latency stream's random names)."""
 
     def close(self) -> None:
         self.sock.close()
@@ -71,12 +74,15 @@ class Poller:
     def ask(self, wire: bytes) -> tuple[int, set[str]] | None:
         """One query; None on a timeout. Answers to earlier IDs are skipped."""
         self.qid = (self.qid + 1) & 0xFFFF
+        sent = time.monotonic()
         self.sock.send(struct.pack("!H", self.qid) + wire)
         self.queries += 1
         try:
             while True:
                 data = self.sock.recv(4096)
                 if len(data) >= 12 and struct.unpack("!H", data[:2])[0] == self.qid:
+                    if len(self.rtts) < 1_000_000:
+                        self.rtts.append(time.monotonic() - sent)
                     return addresses(data)
         except TimeoutError:
             self.timeouts += 1
