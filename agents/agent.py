@@ -1,26 +1,22 @@
-"""One cluster's agent: probe, report the whole state, renew the lease, heal the registry.
+"""One cluster's agent: probe, report the whole state then deltas, renew the lease.
 
-The report loop is the heart of it::
+The agent is the I/O shell around three pure parts: the source says what exists and
+which services changed (:mod:`agents.source`), :mod:`agents.schedule` decides when to
+report what (whole state first, deltas after, coalescing, heartbeats, back-off, a whole
+state again after any doubt) and :mod:`agents.delta` decides what a delta carries (the
+services whose content differs from what the registry acknowledged). The report loop
+feeds the schedule what happened and carries out what it says; it holds, beside the
+schedule's state, the content hash of every service the registry acknowledged.
 
-    need_full ─▶ report whole state ─ok─▶ heartbeat every interval ─409─▶ need_full
-        ▲                │ error                 │ error                     │
-        └── back off ◀───┘◀──────────────────────┘                           │
-        ▲                                                                    │
-        └────────── the source or a probe verdict changed (coalesced) ◀──────┘
-
-After any error the next successful call is a whole report, so a registry that lost its
+After any doubt the next successful call is a whole report, so a registry that lost its
 data (Redis restarted empty, failed over) is whole again within one heartbeat interval.
-
-Changes are coalesced twice: a report waits ``coalesce_s`` after the first change (a
-burst of watch events or probe verdicts becomes one report), and two reports are at least
-``min_report_interval_s`` apart (a rolling update of a hundred pods becomes a handful of
-reports, not hundreds). Both together bound the delay from a change to its report.
 
 What exists comes from a :class:`agents.source.Source`; the loop reports only while the
 source is ready (a Kubernetes source has listed everything once) and says this agent is
 the cluster's reporter (its leader). Probing is supervised here: one task per probed
 service, restarted when the service's check changes, reading the current targets each
-round, so endpoints that come and go are picked up without restarting anything.
+round, so endpoints that come and go are picked up without restarting anything. A
+verdict that flips names its service, so it costs a one-service delta.
 """
 
 from __future__ import annotations
@@ -29,12 +25,12 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 
-from agents import probe, probe_state
-from agents.reporter import Refused, RegistryClient, ReportError, Stale
+from agents import delta, probe, probe_state, schedule
+from agents.reporter import Refused, RegistryClient, ReportError, Resync, Stale
 from agents.source import Check, Source, Target, VerdictKey
 from agents.static import StaticFeed, StaticSource
 from registry.aio import sleep_or_stop
@@ -62,21 +58,37 @@ class Agent:
         self.cluster = cluster
         self.source: Source = StaticFeed(source) if isinstance(source, StaticSource) else source
         self.client = client
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.coalesce_s = coalesce_s
-        self.min_report_interval_s = min_report_interval_s
+        self.timing = schedule.Timing(
+            heartbeat_interval_s=heartbeat_interval_s,
+            coalesce_s=coalesce_s,
+            min_report_interval_s=min_report_interval_s,
+        )
         self.clock = clock
+        """Wall clock in ns: report seqs and ``observed_ms``."""
         self.prober = prober
         self.rng = rng or random.Random()
         self.tracks: dict[VerdictKey, probe_state.Track] = {}
-        self.changed = asyncio.Event()
+        self.schedule = schedule.State()
+        self.acked: dict[str, str] = {}
+        """Content hash of each service the registry acknowledged, by key."""
+        self._inbox: list[schedule.Changed] = []
+        self._woken = asyncio.Event()
         self._jobs_changed = asyncio.Event()
-        self.seq = 0
         self.reports = 0
+        """Reports the registry accepted (whole states and deltas)."""
+        self.whole_reports = 0
+        self.deltas = 0
+        self.unchanged = 0
+        """Deltas not sent: the services named had not changed after all."""
+        self.resyncs = 0
+        """Doubts that made the next report a whole state (409 resync, error, lost lease)."""
         self.heartbeats = 0
-        self.reported_at = -math.inf
-        """Monotonic time of the last successful report."""
         self.log = log.bind(cluster=cluster)
+
+    @property
+    def seq(self) -> int:
+        """The seq the registry acknowledged last (0: none yet)."""
+        return self.schedule.acked_seq or 0
 
     # -- state ----------------------------------------------------------------------
 
@@ -86,15 +98,16 @@ class Agent:
             for key, track in self.tracks.items()
         }
 
-    def state(self, seq: int) -> Report:
-        services = self.source.report_services(self.verdicts())
-        return Report(cluster=self.cluster, seq=seq, services=services)
+    def changed(self, keys: Collection[str] | None) -> None:
+        """Services ``keys`` (None: any) may differ: the sources' and probes' callback."""
+        observed = self.clock() // 1_000_000
+        self._inbox.append(
+            schedule.Changed(None if keys is None else frozenset(keys), observed_ms=observed)
+        )
+        self._woken.set()
 
-    def _next_seq(self) -> int:
-        return max(self.seq + 1, self.clock())
-
-    def _source_changed(self) -> None:
-        self.changed.set()
+    def _source_changed(self, keys: Collection[str] | None) -> None:
+        self.changed(keys)
         self._jobs_changed.set()
 
     # -- probing --------------------------------------------------------------------
@@ -110,8 +123,8 @@ class Agent:
                     if job is None or job.check != check or task.done():
                         task.cancel()
                         del running[key]
-                        if job is None:
-                            self._forget(key, keep=set())
+                        if job is None and self._forget(key, keep=set()):
+                            self.changed({key})
                 for key, job in jobs.items():
                     if key not in running:
                         task = asyncio.create_task(self._probe_loop(key, job.check, stop))
@@ -151,7 +164,7 @@ class Agent:
             latest = self.source.probe_jobs().get(key, job)
             self._forget(key, keep={t.address for t in latest.targets})
             if flipped:
-                self.changed.set()
+                self.changed({key})
                 self.source.verdicts_changed(self.verdicts())
             await sleep_or_stop(stop, check.interval_s)
 
@@ -169,69 +182,131 @@ class Agent:
 
     # -- reporting ------------------------------------------------------------------
 
+    def _events(self) -> list[schedule.Event]:
+        events: list[schedule.Event] = list(self._inbox)
+        self._inbox.clear()
+        self._woken.clear()
+        active = self.source.ready() and self.source.reporting()
+        if active != self.schedule.active:
+            self.log.info("reporting for the cluster" if active else "no longer the reporter")
+            events.insert(0, schedule.Active(active))
+        return events
+
     async def _report_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        need_full = True
         first = True
-        reporting = False
-        backoff = 0.2
         while not stop.is_set():
-            if not (self.source.ready() and self.source.reporting()):
-                if reporting:
-                    self.log.info("no longer this cluster's reporter")
-                reporting = False
-                need_full = True
-                self.changed.clear()
-                await self._wait(stop, self.heartbeat_interval_s)
+            for event in self._events():
+                self._apply(event, loop.time())
+            self.schedule, action = schedule.decide(
+                self.schedule, now=loop.time(), timing=self.timing
+            )
+            if isinstance(action, schedule.Wait):
+                await self._wait(stop, action.until - loop.time())
                 continue
-            if not reporting:
-                self.log.info("reporting for the cluster")
-                reporting = True
-            if first:
-                await self._first_round(stop)
+            if first and isinstance(action, schedule.SendWhole):
                 first = False
-            try:
-                if need_full or self.changed.is_set():
-                    delay = self.coalesce_s
-                    if not need_full:
-                        since = loop.time() - self.reported_at
-                        delay = max(delay, self.min_report_interval_s - since)
-                    await asyncio.sleep(delay)
-                    if not self.source.reporting():
-                        continue
-                    self.changed.clear()
-                    report = self.state(self._next_seq())
-                    try:
-                        await self.client.report(report)
-                    except Stale as exc:
-                        self.seq = exc.stored_seq
-                        continue
-                    self.seq = report.seq
-                    self.reports += 1
-                    self.reported_at = loop.time()
-                    if need_full:
-                        self.log.info(
-                            "whole state reported", seq=report.seq, services=len(report.services)
-                        )
-                    need_full = False
-                else:
-                    if not await self.client.heartbeat(self.seq):
-                        self.log.info("registry lacks our report; sending the whole state")
-                        need_full = True
-                        continue
-                    self.heartbeats += 1
-                backoff = 0.2
-                await self._wait(stop, self.heartbeat_interval_s)
-            except ReportError as exc:
-                need_full = True
-                level = self.log.error if isinstance(exc, Refused) else self.log.warning
-                level("registry call failed; will send the whole state again", error=str(exc))
-                await sleep_or_stop(stop, backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, 5.0 if not isinstance(exc, Refused) else 30.0)
+                await self._first_round(stop)
+            self._apply(await self._call(action), loop.time())
+
+    def _apply(self, event: schedule.Event, now: float) -> None:
+        self.schedule = schedule.apply(
+            self.schedule, event, now=now, timing=self.timing, rng=self.rng
+        )
+
+    async def _call(self, action: schedule.Call) -> schedule.Event:
+        """Carry out one call to the registry; what happened, as a schedule event."""
+        if isinstance(action, schedule.SendHeartbeat):
+            return await self._heartbeat(action.seq)
+        seq = max(action.min_seq, self.clock())
+        try:
+            built = self._build(action, seq)
+        except ValueError as exc:  # a record the model refuses: a bug, not a registry fault
+            self.log.error("cannot build the report", error=str(exc))
+            return schedule.Failed(refused=True)
+        if built is None:
+            self.unchanged += 1
+            return schedule.Unchanged()
+        report, changes = built
+        try:
+            await self.client.report(report)
+        except Resync as exc:
+            self.log.info("registry asks for the whole state", seq=seq, stored=exc.stored_seq)
+            self.resyncs += 1
+            return schedule.Resync(seq, exc.stored_seq)
+        except Stale as exc:
+            self.log.info("registry holds a newer seq; jumping past it", stored=exc.stored_seq)
+            return schedule.Stale(seq, exc.stored_seq)
+        except ReportError as exc:
+            return self._failed(exc, seq=seq)
+        self.reports += 1
+        if changes is None:
+            self.acked = delta.hashes(report.services)
+            self.whole_reports += 1
+            self.log.info("whole state reported", seq=seq, services=len(report.services))
+        else:
+            delta.amend(self.acked, changes)
+            self.deltas += 1
+            self.log.debug(
+                "delta reported",
+                seq=seq,
+                upserted=[s.key for s in changes.upserted],
+                removed=list(changes.removed),
+            )
+        return schedule.Reported(seq)
+
+    def _build(
+        self, action: schedule.SendWhole | schedule.SendDelta, seq: int
+    ) -> tuple[Report, delta.Delta | None] | None:
+        """The report ``action`` asks for (with the delta it carries); None: nothing differs."""
+        if isinstance(action, schedule.SendWhole):
+            services = self.source.report_services(self.verdicts())
+            whole = Report(
+                cluster=self.cluster, seq=seq, services=services, observed_ms=action.observed_ms
+            )
+            return whole, None
+        current = self.source.report_services(self.verdicts(), keys=action.keys)
+        changes = delta.diff(self.acked, current, action.keys)
+        if changes.empty:
+            return None
+        report = Report(
+            cluster=self.cluster,
+            seq=seq,
+            base_seq=action.base_seq,
+            services=changes.upserted,
+            removed=changes.removed,
+            observed_ms=action.observed_ms,
+        )
+        return report, changes
+
+    async def _heartbeat(self, seq: int) -> schedule.Event:
+        try:
+            held = await self.client.heartbeat(seq)
+        except ReportError as exc:
+            return self._failed(exc, seq=0)
+        if not held:
+            self.log.info("registry lacks our report; sending the whole state")
+            self.resyncs += 1
+            return schedule.Lost()
+        self.heartbeats += 1
+        return schedule.Renewed()
+
+    def _failed(self, exc: ReportError, *, seq: int) -> schedule.Event:
+        refused = isinstance(exc, Refused)
+        level = self.log.error if refused else self.log.warning
+        level("registry call failed; will send the whole state again", error=str(exc))
+        self.resyncs += 1
+        return schedule.Failed(refused=refused, seq=seq)
 
     async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
         """Sleep ``timeout``, waking early for a stop or a change."""
-        await _first(stop.wait(), self.changed.wait(), timeout=timeout)
+        if self._inbox:
+            return
+        await _first(
+            stop.wait(),
+            self._woken.wait(),
+            timeout=None if math.isinf(timeout) else max(0.0, timeout),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         self.source.subscribe(self._source_changed)

@@ -1,19 +1,31 @@
-"""Talking to the registry API: whole-state reports and heartbeats.
+"""Talking to the registry API: reports (whole states and deltas) and heartbeats.
 
-Errors are sorted into what the agent does about them: :class:`Unavailable` (network,
-timeouts, 5xx: back off and send everything again), :class:`Refused` (401/403/400: our
-configuration or code is wrong; keep trying slowly and say so loudly) and
-:class:`Stale` (409 on a report: the registry holds a newer sequence number than ours,
-from a previous run of this agent; jump past it).
+Errors are sorted into what the agent does about them::
+
+    ReportError
+    ├── Unavailable   network, timeouts, 5xx: the outcome is unknown; back off, send whole
+    ├── Refused       401/403/400/413: our configuration or code is wrong; keep trying
+    │                 slowly and say so loudly
+    ├── Resync        409 with "resync": the registry does not hold the delta's base_seq
+    │                 (it lost data, or missed a report); send the whole state
+    └── Stale         409 with "stored_seq" only: the registry holds a newer seq than ours,
+                      from a previous run of this agent; jump past it
+
+A report body over :data:`GZIP_ABOVE` bytes (the whole state of a large cluster) is sent
+gzip-compressed (``Content-Encoding: gzip``); Service records compress about tenfold.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 from typing import Any
 
 import aiohttp
 
 from registry.model import Report
+
+GZIP_ABOVE = 64 * 1024
 
 
 class ReportError(Exception):
@@ -28,6 +40,12 @@ class Refused(ReportError):
     pass
 
 
+class Resync(ReportError):
+    def __init__(self, stored_seq: int | None) -> None:
+        super().__init__(f"the registry asks for the whole state (it holds seq {stored_seq})")
+        self.stored_seq = stored_seq
+
+
 class Stale(ReportError):
     def __init__(self, stored_seq: int) -> None:
         super().__init__(f"the registry holds a newer report (seq {stored_seq})")
@@ -40,12 +58,16 @@ class RegistryClient:
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"}
 
-    async def _post(self, path: str, body: str) -> tuple[int, Any]:
+    async def _post(self, path: str, body: bytes) -> tuple[int, Any]:
+        headers = {**self.headers, "Content-Type": "application/json"}
+        if len(body) > GZIP_ABOVE:
+            body = await asyncio.to_thread(gzip.compress, body, 5)
+            headers["Content-Encoding"] = "gzip"
         try:
             async with self.session.post(
                 self.url + path,
                 data=body,
-                headers={**self.headers, "Content-Type": "application/json"},
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as response:
                 try:
@@ -63,18 +85,22 @@ class RegistryClient:
         raise Refused(f"registry answered {status}: {message}")
 
     async def report(self, report: Report) -> int:
-        """Send the whole state; returns the registry's new generation."""
-        status, payload = await self._post("/v1/reports", report.model_dump_json())
+        """Send a whole state or a delta; returns the registry's new generation."""
+        status, payload = await self._post("/v1/reports", report.model_dump_json().encode())
         if status == 200:
             return int(payload.get("generation", 0))
-        if status == 409 and isinstance(payload, dict) and "stored_seq" in payload:
-            raise Stale(int(payload["stored_seq"]))
+        if status == 409 and isinstance(payload, dict):
+            stored = payload.get("stored_seq")
+            if payload.get("resync"):
+                raise Resync(int(stored) if stored is not None else None)
+            if stored is not None:
+                raise Stale(int(stored))
         self._raise_for(status, payload)
         raise AssertionError("unreachable")
 
     async def heartbeat(self, seq: int) -> bool:
         """Renew the lease; False when the registry wants the whole state again."""
-        status, payload = await self._post("/v1/heartbeats", f'{{"seq": {seq}}}')
+        status, payload = await self._post("/v1/heartbeats", b'{"seq": %d}' % seq)
         if status == 200:
             return True
         if status == 409:

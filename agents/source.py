@@ -11,13 +11,18 @@ answer the same few questions:
   or its first report would wipe the registry's picture) and whether this agent is the
   one that reports for the cluster (one leader per cluster).
 
-A source calls the ``notify`` callback it was given whenever any answer may have changed;
-the agent coalesces those calls into reports. This module is pure data and a protocol.
+A source calls the ``notify`` callback it was given whenever an answer may have changed,
+naming the services that may differ (``<namespace>/<name>``): a watch event names its
+Service, a probe verdict its service. ``None`` means "anything may have changed" (the
+start, a relist, a change of leadership or of the other nodes' Leases). The agent
+coalesces those calls, asks :meth:`Source.report_services` for just the services named,
+and reports only those whose content differs from what the registry acknowledged (see
+:mod:`agents.schedule` and :mod:`agents.delta`). This module is pure data and a protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -25,6 +30,9 @@ from registry.model import ProbeState, Service
 
 VerdictKey = tuple[str, str]
 """``(<namespace>/<name>, address)``: one endpoint of one service."""
+
+Notify = Callable[[Collection[str] | None], None]
+"""Called with the ``<namespace>/<name>`` keys that may have changed, or None: anything."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +62,9 @@ class ProbeJob:
 
 
 class Source(Protocol):
-    def subscribe(self, notify: Callable[[], None]) -> None:
-        """Call ``notify`` whenever services, jobs, readiness or leadership may differ."""
+    def subscribe(self, notify: Notify) -> None:
+        """Call ``notify`` whenever services, jobs, readiness or leadership may differ,
+        with the keys of the services that may differ (None: any of them)."""
 
     def ready(self) -> bool:
         """Whether the source knows enough to report the whole state."""
@@ -66,8 +75,12 @@ class Source(Protocol):
     def probe_jobs(self) -> Mapping[str, ProbeJob]:
         """What this agent probes, by ``<namespace>/<name>``."""
 
-    def report_services(self, verdicts: Mapping[VerdictKey, ProbeState]) -> tuple[Service, ...]:
-        """The whole state, with this agent's own probe verdicts folded in."""
+    def report_services(
+        self, verdicts: Mapping[VerdictKey, ProbeState], keys: Collection[str] | None = None
+    ) -> tuple[Service, ...]:
+        """The whole state, with this agent's own probe verdicts folded in; with ``keys``,
+        only those services (the ones that exist and are reported: a key missing from
+        the answer is a service to remove), at a cost proportional to ``keys``."""
 
     def verdicts_changed(self, verdicts: Mapping[VerdictKey, ProbeState]) -> None:
         """This agent's verdicts flipped (a DaemonSet pod publishes them to its lease)."""

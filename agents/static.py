@@ -13,13 +13,13 @@ It serves VMs, bare-metal pools and dev mode. Its shape::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
 from pydantic import Field, ValidationError
 
-from agents.source import Check, ProbeJob, Target, VerdictKey
+from agents.source import Check, Notify, ProbeJob, Target, VerdictKey
 from registry.errors import ConfigError
 from registry.model import Conditions, Endpoint, Frozen, Label, Policy, Port, ProbeState, Service
 from registry.topology import describe
@@ -55,7 +55,8 @@ class StaticSource(Frozen):
 
 class StaticFeed:
     """A static file as an agent's :class:`agents.source.Source`: always ready, always
-    the reporter (one agent per static cluster), its probe jobs fixed."""
+    the reporter (one agent per static cluster), its probe jobs fixed. The file is read
+    once, so it never notifies; a reread would be a whole-file change (``None``)."""
 
     def __init__(self, source: StaticSource) -> None:
         self.source = source
@@ -73,7 +74,7 @@ class StaticFeed:
             if spec.probe is not None
         }
 
-    def subscribe(self, notify: Callable[[], None]) -> None:
+    def subscribe(self, notify: Notify) -> None:
         return None
 
     def ready(self) -> bool:
@@ -88,7 +89,13 @@ class StaticFeed:
     def verdicts_changed(self, verdicts: Mapping[VerdictKey, ProbeState]) -> None:
         return None
 
-    def report_services(self, verdicts: Mapping[VerdictKey, ProbeState]) -> tuple[Service, ...]:
+    def report_services(
+        self, verdicts: Mapping[VerdictKey, ProbeState], keys: Collection[str] | None = None
+    ) -> tuple[Service, ...]:
+        specs = self.source.services
+        if keys is not None:
+            wanted = set(keys)
+            specs = tuple(s for s in specs if f"{s.namespace}/{s.name}" in wanted)
         return tuple(
             Service(
                 namespace=spec.namespace,
@@ -106,7 +113,7 @@ class StaticFeed:
                     for ep in spec.endpoints
                 ),
             )
-            for spec in self.source.services
+            for spec in specs
         )
 
 

@@ -65,14 +65,14 @@ def endpoint_reasons(endpoint: EndpointRecord) -> tuple[str, ...]:
     return ("not ready", probe) if endpoint.ready is False else (probe,)
 
 
-_HEALTHY = Verdict(True)
+HEALTHY = Verdict(True)
 
 
 def verdict(endpoint: EndpointRecord, cluster_problems: tuple[str, ...] = ()) -> Verdict:
     """The one judge of an endpoint, used by the resolver, the API views and drains."""
     own = endpoint_reasons(endpoint)
     if not own and not cluster_problems:
-        return _HEALTHY
+        return HEALTHY
     reasons = cluster_problems + own if cluster_problems else own
     standby = (
         reasons == _NOT_READY and endpoint.serving is not False and endpoint.terminating is True

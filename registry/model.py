@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import socket
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -99,6 +100,9 @@ class Endpoint(Frozen):
     @field_validator("address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
+        fast = _plain_ipv4(value)
+        if fast is not None:
+            return fast
         try:
             ip = ipaddress.ip_address(value)
         except ValueError:
@@ -110,6 +114,21 @@ class Endpoint(Frozen):
     @property
     def family(self) -> int:
         return ipaddress.ip_address(self.address).version
+
+
+def _plain_ipv4(value: str) -> str | None:
+    """The common case, checked without building an ``ipaddress`` object (a resolver
+    validates every stored endpoint when it loads): a dotted quad that is already in
+    canonical form and is neither unspecified, multicast nor link-local. None: take the
+    general path, which also explains what is wrong."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, value)
+    except OSError:
+        return None
+    first = packed[0]
+    if packed == b"\0\0\0\0" or 224 <= first <= 239 or (first, packed[1]) == (169, 254):
+        return None
+    return value if socket.inet_ntop(socket.AF_INET, packed) == value else None
 
 
 PolicyKind = Literal["geo", "failover", "weighted", "all", "residency"]

@@ -1,10 +1,11 @@
 """The only code that reads or writes Redis.
 
-Writers (the registry API) apply a report — a cluster's whole state or a delta — in one
-MULTI transaction, guarded by WATCH on the cluster's sequence number. Only services whose
-content hash differs from the stored one are written; the same transaction bumps the
-generation and appends a change-stream entry naming those services, so a reader that
-sees the entry sees the records, and a report that changes nothing announces nothing.
+Writers (the registry API) apply a report — a cluster's whole state or a delta — with one
+pipelined read and one Lua script that writes only if the cluster's seq is still the one
+read (compare and set). Only services whose content hash differs from the stored one are
+written; the same script bumps the generation and appends a change-stream entry naming
+those services, so a reader that sees the entry sees the records, and a report that
+changes nothing announces nothing.
 
 Readers: the API's views take a consistent picture of everything with an optimistic read
 (read, then check that the generation did not move). The resolver reads per cluster and
@@ -20,7 +21,8 @@ past here sees a redis-py exception or a raw reply.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,7 +32,7 @@ from pydantic import ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from registry import keys
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
@@ -83,6 +85,8 @@ class Meta:
     region: str
     seq: int
     last_seen_ms: int
+    total: str = ""
+    """:func:`combined` digest of every service the cluster holds ("" = not known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,7 @@ class Store:
         # redis-py's stubs type every reply as bytes | str | Awaitable[...]; the store is
         # the fence where replies become models, so it handles them as Any.
         self.redis: Any = redis
+        self._write = self.redis.register_script(_WRITE_REPORT)
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -155,52 +160,71 @@ class Store:
 
         async def work() -> Written:
             for _ in range(_MAX_OPTIMISTIC_TRIES):
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(meta_key)
-                        stored = _int_or_none(await pipe.hget(meta_key, "seq"))
-                        if stored is not None and stored > report.seq:
-                            raise StaleReport(stored, report.seq)
-                        if report.base_seq is not None and stored != report.base_seq:
-                            raise NeedResync(stored, report.base_seq)
-                        if report.base_seq is None:
-                            held: dict[str, str] = await pipe.hgetall(digest_key)
-                            removed = sorted(set(held) - set(digests))
-                            size = len(digests)
-                        else:
-                            asked = [*digests, *report.removed]
-                            replies = await pipe.hmget(digest_key, asked) if asked else []
-                            held = {k: v for k, v in zip(asked, replies, strict=True) if v}
-                            removed = sorted(k for k in report.removed if k in held)
-                            added = sum(1 for k in digests if k not in held)
-                            size = int(await pipe.hlen(digest_key)) + added - len(removed)
-                        if max_services is not None and size > max_services:
-                            raise LimitExceeded("services per cluster", size, max_services)
-                        changed = sorted(k for k, d in digests.items() if held.get(k) != d)
-                        now_ms = await self.time_ms()
-                        pipe.multi()
-                        for part in _chunks(changed, _WRITE_CHUNK):
-                            records = {k: by_key[k].model_dump_json() for k in part}
-                            pipe.hset(keys.services(cluster), mapping=records)
-                            pipe.hset(digest_key, mapping={k: digests[k] for k in part})
-                        for part in _chunks(removed, _WRITE_CHUNK):
-                            pipe.hdel(keys.services(cluster), *part)
-                            pipe.hdel(digest_key, *part)
-                        pipe.hset(
-                            meta_key,
-                            mapping={"region": region, "seq": report.seq, "last_seen_ms": now_ms},
-                        )
-                        pipe.sadd(keys.CLUSTERS, cluster)
-                        if changed or removed:
-                            pipe.incr(keys.GENERATION)
-                            _announce(pipe, cluster, [*changed, *removed], report.observed_ms)
-                            generation = (await pipe.execute())[-2]
-                        else:
-                            pipe.get(keys.GENERATION)
-                            generation = (await pipe.execute())[-1]
-                        return Written(int(generation or 0), len(changed), len(removed))
-                    except WatchError:
-                        continue
+                # One round trip to read what the report is compared with ...
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.hmget(meta_key, ["seq", "total"])
+                    if report.base_seq is None:
+                        pipe.hgetall(digest_key)
+                    else:
+                        asked = [*digests, *report.removed]
+                        pipe.hmget(digest_key, asked or ["-"])
+                        pipe.hlen(digest_key)
+                    replies = await pipe.execute()
+                (stored_raw, total_raw), found = replies[0], replies[1]
+                stored = _int_or_none(stored_raw)
+                if stored is not None and stored > report.seq:
+                    raise StaleReport(stored, report.seq)
+                if report.base_seq is not None and stored != report.base_seq:
+                    raise NeedResync(stored, report.base_seq)
+                if report.base_seq is None:
+                    held: dict[str, str] = found
+                    removed = sorted(set(held) - set(digests))
+                    size = len(digests)
+                else:
+                    held = {k: v for k, v in zip(asked, found, strict=False) if v}
+                    removed = sorted(k for k in report.removed if k in held)
+                    added = sum(1 for k in digests if k not in held)
+                    size = int(replies[2]) + added - len(removed)
+                if max_services is not None and size > max_services:
+                    raise LimitExceeded("services per cluster", size, max_services)
+                changed = sorted(k for k, d in digests.items() if held.get(k) != d)
+                if report.base_seq is None:
+                    total = combined(digests.values())
+                elif total_raw:
+                    touched = [*changed, *removed]
+                    total = _xor_hex(
+                        total_raw,
+                        combined(held[k] for k in touched if k in held),
+                        combined(digests[k] for k in changed),
+                    )
+                else:
+                    total = ""  # unknown until the next whole state
+                # ... and one to write it, if the seq read is still the one stored.
+                args: list[Any] = [
+                    stored_raw or "",
+                    report.seq,
+                    region,
+                    total,
+                    len(changed),
+                    len(removed),
+                ]
+                for key in changed:
+                    args += [key, digests[key], by_key[key].model_dump_json()]
+                args += removed
+                args += _announcement(cluster, [*changed, *removed], report.observed_ms)
+                generation = await self._write(
+                    keys=[
+                        meta_key,
+                        keys.services(cluster),
+                        digest_key,
+                        keys.CLUSTERS,
+                        keys.GENERATION,
+                        keys.CHANGES,
+                    ],
+                    args=[cluster, keys.STREAM_MAXLEN, *args],
+                )
+                if int(generation) >= 0:
+                    return Written(int(generation), len(changed), len(removed))
             raise StoreError(f"cluster {cluster}: too many concurrent writers")
 
         return await self._call(work)
@@ -407,20 +431,34 @@ class Store:
         Each record is validated as the model (what is in Redis is input too) and kept in
         compact form, tagged with the digest it was stored under.
         """
-        for part in _chunks(wanted, _READ_CHUNK):
+        parts = _chunks(wanted, _READ_CHUNK)
 
-            async def work(part: list[str] = part) -> tuple[list[Any], list[Any]]:
+        async def fetch(part: list[str]) -> tuple[list[Any], list[Any]]:
+            async def work() -> tuple[list[Any], list[Any]]:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.hmget(keys.services(cluster), part)
                     pipe.hmget(keys.digests(cluster), part)
                     raw, digests = await pipe.execute()
                 return raw, digests
 
-            raw, digests = await self._call(work)
-            page: dict[str, ServiceRecord | None] = {}
-            for key, value, digest in zip(part, raw, digests, strict=True):
-                page[key] = _record(value, digest) if value is not None else None
-            yield page
+            return await self._call(work)
+
+        # The next page is on its way while this one is parsed (Redis and the parser
+        # overlap instead of taking turns).
+        ahead = asyncio.ensure_future(fetch(parts[0])) if parts else None
+        try:
+            for i, part in enumerate(parts):
+                assert ahead is not None
+                raw, digests = await ahead
+                ahead = asyncio.ensure_future(fetch(parts[i + 1])) if i + 1 < len(parts) else None
+                page: dict[str, ServiceRecord | None] = {}
+                for key, value, digest in zip(part, raw, digests, strict=True):
+                    page[key] = _record(value, digest) if value is not None else None
+                yield page
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
     async def drain(self, cluster: str) -> Drain | None:
         async def work() -> Drain | None:
@@ -469,16 +507,60 @@ def _append_change(pipe: Any, fields: Mapping[str, str | int]) -> None:
     pipe.xadd(keys.CHANGES, dict(fields), maxlen=keys.STREAM_MAXLEN, approximate=True)
 
 
-def _announce(pipe: Any, cluster: str, changed: list[str], observed_ms: int | None) -> None:
-    fields: dict[str, str | int] = {"cluster": cluster}
+def _announcement(cluster: str, changed: list[str], observed_ms: int | None) -> list[str]:
+    """The change-stream entry's fields, flattened (empty: nothing to announce)."""
+    if not changed:
+        return []
+    fields = ["cluster", cluster]
     if len(changed) > keys.MAX_KEYS_PER_CHANGE:
-        fields["kind"] = "cluster"
+        fields += ["kind", "cluster"]
     else:
-        fields["kind"] = "services"
-        fields["keys"] = ",".join(changed)
+        fields += ["kind", "services", "keys", ",".join(changed)]
     if observed_ms is not None:
-        fields["obs"] = observed_ms
-    _append_change(pipe, fields)
+        fields += ["obs", str(observed_ms)]
+    return fields
+
+
+_WRITE_REPORT = """
+-- Apply one report, if the seq the registry read is still the one stored (compare and
+-- set): records and digests upserted and removed, the cluster's meta, and, if anything
+-- was written, the generation and one change-stream entry. Returns the generation, or
+-- -1 when another write came first (the caller reads again).
+-- KEYS: meta, services, digests, clusters, generation, changes
+-- ARGV: cluster, maxlen, expected seq ('' = none), seq, region, total, #changed,
+--       #removed, then (key, digest, record) per change, removed keys, stream fields
+local meta, services, digests = KEYS[1], KEYS[2], KEYS[3]
+if (redis.call('HGET', meta, 'seq') or '') ~= ARGV[3] then
+  return -1
+end
+local changed, removed = tonumber(ARGV[7]), tonumber(ARGV[8])
+local i = 9
+for _ = 1, changed do
+  redis.call('HSET', services, ARGV[i], ARGV[i + 2])
+  redis.call('HSET', digests, ARGV[i], ARGV[i + 1])
+  i = i + 3
+end
+for _ = 1, removed do
+  redis.call('HDEL', services, ARGV[i])
+  redis.call('HDEL', digests, ARGV[i])
+  i = i + 1
+end
+local now = redis.call('TIME')
+local now_ms = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('HSET', meta, 'region', ARGV[5], 'seq', ARGV[4], 'last_seen_ms', now_ms,
+           'total', ARGV[6])
+redis.call('SADD', KEYS[4], ARGV[1])
+if changed + removed == 0 then
+  return tonumber(redis.call('GET', KEYS[5]) or '0')
+end
+local generation = redis.call('INCR', KEYS[5])
+local fields = {}
+for j = i, #ARGV do
+  fields[#fields + 1] = ARGV[j]
+end
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+return generation
+"""
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
@@ -527,7 +609,27 @@ def _meta(raw: Mapping[str, str]) -> Meta:
         region=raw.get("region", "unknown"),
         seq=_int(raw.get("seq")),
         last_seen_ms=_int(raw.get("last_seen_ms")),
+        total=raw.get("total", ""),
     )
+
+
+def combined(digests: Iterable[str]) -> str:
+    """One digest for a set of service digests (XOR: kept up to date per change).
+
+    The registry stores it per cluster; a resolver keeps its own the same way, and a
+    periodic resync reads every cluster's digests only where the two differ.
+    """
+    total = 0
+    for digest in digests:
+        total ^= int(digest, 16)
+    return format(total, "x")
+
+
+def _xor_hex(*values: str) -> str:
+    total = 0
+    for value in values:
+        total ^= int(value or "0", 16)
+    return format(total, "x")
 
 
 def _int(raw: str | None) -> int:

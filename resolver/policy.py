@@ -284,9 +284,28 @@ def weighted_pick(entry: ServiceEntry, family: int, subnet: int) -> str | None:
     return best
 
 
-def rotations(addresses: Sequence[str], *, limit: int = MAX_ANSWERS) -> list[tuple[str, ...]]:
-    """Every rotation of ``addresses``, each cut to ``limit`` records."""
-    if not addresses:
-        return [()]
+def rotation_count(n: int, *, limit: int = MAX_ANSWERS) -> int:
+    """How many different answers rotation gives ``n`` addresses (see :func:`rotation`)."""
+    if n <= limit:
+        return max(n, 1)
+    return -(-n // limit)
+
+
+def rotation(addresses: Sequence[str], k: int, *, limit: int = MAX_ANSWERS) -> tuple[str, ...]:
+    """The ``k``-th answer: every rotation while all addresses fit in one answer; past
+    that, windows of ``limit`` addresses (wrapping round), so every address is in some
+    answer and a service of 1,000 endpoints has 125 answers, not 1,000."""
     n = len(addresses)
-    return [tuple((list(addresses[k:]) + list(addresses[:k]))[:limit]) for k in range(n)]
+    if n <= limit:
+        return tuple(addresses[k:]) + tuple(addresses[:k])
+    start = k * limit
+    window = tuple(addresses[start : start + limit])
+    return window + tuple(addresses[: limit - len(window)])
+
+
+def rotations(addresses: Sequence[str], *, limit: int = MAX_ANSWERS) -> list[tuple[str, ...]]:
+    """Every answer :func:`rotation` gives, each cut to ``limit`` records."""
+    return [
+        rotation(addresses, k, limit=limit)
+        for k in range(rotation_count(len(addresses), limit=limit))
+    ]

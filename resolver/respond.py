@@ -23,7 +23,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
 from registry.model import Region
 from resolver import answers, policy, wire
@@ -57,9 +57,35 @@ class Static:
     variants: tuple[Packed, ...]
 
 
+class Variants(Sequence[Packed]):
+    """Answers packed on first use: a service of 1,000 endpoints has 125 of them, and
+    packing them all at once would hold the event loop for several milliseconds."""
+
+    __slots__ = ("_pack", "_packed")
+
+    def __init__(self, count: int, pack: Callable[[int], Packed]) -> None:
+        self._pack = pack
+        self._packed: list[Packed | None] = [None] * count
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    @overload
+    def __getitem__(self, index: int) -> Packed: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Packed]: ...
+    def __getitem__(self, index: int | slice) -> Packed | Sequence[Packed]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        packed = self._packed[index]
+        if packed is None:
+            packed = self._packed[index] = self._pack(index % len(self._packed))
+        return packed
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
-    variants: tuple[Packed, ...]
+    variants: Sequence[Packed]
     location_dependent: bool
     fallback: str | None = None
     """The all-unhealthy branch this answer comes from, counted per query when set."""
@@ -210,6 +236,7 @@ class Responder:
         if entry is None:
             entry = self._remember(key, self._decide(*key))
         scope = 0
+        variants: Sequence[Packed]
         if isinstance(entry, Static):
             variants = entry.variants
         else:
@@ -610,16 +637,16 @@ class Responder:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
             return Choice(negative.variants, decision.location_dependent, _fallback(decision))
         ttl = self.snapshot.services[entry.owner].ttl
+        addresses = decision.addresses
+
+        def pack(k: int) -> Packed:
+            records = [
+                answers.a_or_aaaa(entry.labels, a, ttl) for a in policy.rotation(addresses, k)
+            ]
+            return answers.pack(entry.labels, entry.qtype, entry.qclass, answers=records)
+
         return Choice(
-            tuple(
-                answers.pack(
-                    entry.labels,
-                    entry.qtype,
-                    entry.qclass,
-                    answers=[answers.a_or_aaaa(entry.labels, a, ttl) for a in rotation],
-                )
-                for rotation in policy.rotations(decision.addresses)
-            ),
+            Variants(policy.rotation_count(len(addresses)), pack),
             decision.location_dependent,
             _fallback(decision),
         )

@@ -34,9 +34,11 @@ from registry.records import ServiceRecord
 DEFAULT_TTL = 5
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
-    """One endpoint as the resolver sees it: where it is and whether it may be given."""
+    """One endpoint as the resolver sees it: where it is and whether it may be given.
+
+    Never changed once built (not declared frozen: see :class:`registry.records.EndpointRecord`)."""
 
     address: str
     family: int
@@ -125,41 +127,51 @@ def entry(
 ) -> ServiceEntry:
     """One service's entry, from every cluster's record of it (clusters sorted by name)."""
     candidates: list[Candidate] = []
-    members: list[tuple[str, str, health.Verdict]] = []
+    verdict, healthy = health.verdict, health.HEALTHY
     for cluster, record, problems in reported:
+        name, region, service_ports = cluster.name, cluster.region, record.ports
         for endpoint in record.endpoints:
-            verdict = health.verdict(endpoint, problems)
-            members.append((cluster.name, cluster.region, verdict))
+            if problems or endpoint.ready is False or endpoint.probe_healthy is False:
+                judged = verdict(endpoint, problems)
+            else:
+                judged = healthy  # the common case, without a call
             candidates.append(
                 Candidate(
-                    address=endpoint.address,
-                    family=endpoint.family,
-                    cluster=cluster.name,
-                    region=cluster.region,
-                    healthy=verdict.healthy,
-                    reasons=verdict.reasons,
-                    ports=endpoint.ports if endpoint.ports is not None else record.ports,
-                    standby=verdict.standby,
+                    endpoint.address,
+                    endpoint.family,
+                    name,
+                    region,
+                    judged.healthy,
+                    judged.reasons,
+                    service_ports if endpoint.ports is None else endpoint.ports,
+                    judged.standby,
                 )
             )
     first = reported[0][1]
     policy, source = effective_policy(
         first.key, [(c.name, r.policy) for c, r, _p in reported], policies
     )
-    spilled, since = health.spill(
-        health.groups_of(members),
-        policy,
-        now_ms=sync_ms,
-        spilled_before=previous.spilled if previous is not None else frozenset(),
-        since_before=previous.spill_since if previous is not None else None,
-    )
-    last_good = dict(previous.last_good) if previous is not None else {}
-    for family in (4, 6):
-        now_good = tuple(
-            dict.fromkeys(c.address for c in candidates if c.healthy and c.family == family)
+    spilled: frozenset[str] = frozenset()
+    since: dict[str, int] = {}
+    if policy.capacity_aware:
+        members = [
+            (c.cluster, c.region, health.Verdict(c.healthy, c.reasons, c.standby))
+            for c in candidates
+        ]
+        spilled, since = health.spill(
+            health.groups_of(members),
+            policy,
+            now_ms=sync_ms,
+            spilled_before=previous.spilled if previous is not None else frozenset(),
+            since_before=previous.spill_since if previous is not None else None,
         )
-        if now_good:
-            last_good[family] = now_good
+    last_good = dict(previous.last_good) if previous is not None else {}
+    good: dict[int, dict[str, None]] = {}
+    for c in candidates:
+        if c.healthy:
+            good.setdefault(c.family, {})[c.address] = None
+    for family, addresses in good.items():
+        last_good[family] = tuple(addresses)
     ttls = [r.ttl for _c, r, _p in reported if r.ttl is not None]
     return ServiceEntry(
         namespace=first.namespace,

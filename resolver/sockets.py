@@ -11,21 +11,29 @@ def _family(host: str) -> socket.AddressFamily:
 
 def udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(_family(host), socket.SOCK_DGRAM)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setblocking(False)
-    sock.bind((host, port))
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
 def tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setblocking(False)
-    sock.bind((host, port))
-    sock.listen(512)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError:
+        sock.close()  # a port taken for TCP (pair() tries another) must not leak it
+        raise
     return sock
 
 

@@ -48,6 +48,8 @@ class State:
         """``<namespace>/<name>`` → the clusters that report it."""
         self.problems: dict[str, tuple[str, ...]] = {}
         """cluster → why its endpoints are out (lease, drain), as of the sync time."""
+        self.totals: dict[str, int] = {}
+        """cluster → XOR of its records' digests (as the registry keeps it, to resync cheaply)."""
         self.dirty: set[str] = set()
         self.spill_due: dict[str, int] = {}
         """``<namespace>/<name>`` → when its spill hold runs out (ms, Redis clock)."""
@@ -67,7 +69,13 @@ class State:
     def put_records(self, cluster: str, changes: Mapping[str, ServiceRecord | None]) -> None:
         """Upsert (a record) or remove (None) some of ``cluster``'s services."""
         held = self.records.setdefault(cluster, {})
+        total = self.totals.get(cluster, 0)
         for key, record in changes.items():
+            old = held.get(key)
+            if old is not None:
+                total ^= int(old.digest or "0", 16)
+            if record is not None:
+                total ^= int(record.digest or "0", 16)
             if record is None:
                 if held.pop(key, None) is None:
                     continue
@@ -82,6 +90,7 @@ class State:
                 held[key] = record
                 self.holders.setdefault(key, set()).add(cluster)
             self.dirty.add(key)
+        self.totals[cluster] = total
         if cluster not in self.snapshot.clusters:
             self.snapshot.clusters[cluster] = ClusterInfo(cluster, "unknown")
             self._judge_cluster(cluster)
@@ -90,6 +99,7 @@ class State:
         """Forget a cluster entirely (gone from the registry long ago)."""
         self.put_records(name, dict.fromkeys(self.records.get(name, {})))
         self.records.pop(name, None)
+        self.totals.pop(name, None)
         self.snapshot.clusters.pop(name, None)
         self.snapshot.live -= {name}
         self.problems.pop(name, None)
@@ -143,6 +153,10 @@ class State:
             self.dirty |= self.records.get(name, {}).keys()
 
     # -- rebuilding ---------------------------------------------------------------------
+
+    def total(self, cluster: str) -> str:
+        """This state's :func:`registry.store.combined` digest of ``cluster``'s records."""
+        return format(self.totals.get(cluster, 0), "x")
 
     def take_dirty(self) -> list[str]:
         dirty, self.dirty = sorted(self.dirty), set()

@@ -25,6 +25,7 @@ time does not move, so its leases do not expire behind its back.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -100,6 +101,22 @@ class Follower:
 
     async def reconcile(self) -> None:
         """Bring the state in line with the registry, reading only what differs."""
+        if self.published:
+            await self._reconcile()
+            return
+        # The first load allocates an object or two per endpoint; the cyclic collector
+        # would walk the growing heap again and again meanwhile. Afterwards the loaded
+        # picture is frozen out of its reach, so a later collection never walks 300,000
+        # long-lived objects while queries wait.
+        gc.disable()
+        try:
+            await self._reconcile()
+        finally:
+            gc.enable()
+            gc.collect()
+            gc.freeze()
+
+    async def _reconcile(self) -> None:
         start = await self.store.last_change()
         generation, metas = await self.store.metas()
         drains = await self.store.drains()
@@ -111,7 +128,9 @@ class Follower:
             )
         # Judge leases before reading records, so each entry is built once, not twice.
         state.advance((await self.store.leases()).now_ms)
-        for name in metas:
+        for name, meta in metas.items():
+            if meta.total and meta.total == state.total(name):
+                continue  # the same records: nothing to read (the common resync)
             await self._reconcile_cluster(name)
         leases = await self.store.leases()
         missing = sorted(set(state.snapshot.clusters) - set(metas))
@@ -145,7 +164,8 @@ class Follower:
     async def _read(self, cluster: str, wanted: list[str]) -> None:
         async for page in self.store.records(cluster, wanted):
             self.state.put_records(cluster, page)
-            await self._rebuild()
+            if self.published:  # before the first load is whole, build each entry once
+                await self._rebuild()
 
     # -- follow -------------------------------------------------------------------------
 

@@ -206,7 +206,8 @@ class Informer(Generic[T]):
             if status != 200:
                 raise await self._status_error(status, response)
             if self._reconnecting:
-                # Back after an error: have the whole state reported again.
+                # Back after an error: events may have been missed (a 410 will relist),
+                # so have every Service compared with what was reported.
                 self._reconnecting = False
                 self.on_change(None)
             while True:

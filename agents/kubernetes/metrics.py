@@ -43,8 +43,21 @@ class AgentCollector(Collector):
             "1 while this pod reports for its cluster",
             value=1 if self.source.reporting() else 0,
         )
+        reports = CounterMetricFamily(
+            "globaldns_agent_reports", "reports the registry accepted", labels=["kind"]
+        )
+        reports.add_metric(["whole"], self.agent.whole_reports)
+        reports.add_metric(["delta"], self.agent.deltas)
+        yield reports
         yield CounterMetricFamily(
-            "globaldns_agent_reports", "whole-state reports sent", value=self.agent.reports
+            "globaldns_agent_deltas_unchanged",
+            "deltas not sent: the services named had not changed after all",
+            value=self.agent.unchanged,
+        )
+        yield CounterMetricFamily(
+            "globaldns_agent_resyncs",
+            "doubts (409 resync, registry errors, a lost lease) answered with the whole state",
+            value=self.agent.resyncs,
         )
         yield CounterMetricFamily(
             "globaldns_agent_heartbeats", "registry lease renewals", value=self.agent.heartbeats

@@ -84,3 +84,22 @@ def peers(leases: Iterable[Lease], seen: Mapping[Key, Seen], *, now: float) -> P
         else:
             out.verdicts[node] = decode(lease.annotations.get(VERDICTS_ANNOTATION))
     return out
+
+
+def changes(old: Peers, new: Peers) -> tuple[frozenset[str], frozenset[str]]:
+    """What differs between two readings of the node Leases: the services
+    (``<namespace>/<name>``) whose published verdicts differ, and the nodes whose Lease
+    expired or came back (every endpoint on them changes)."""
+    services: set[str] = set()
+    for node in old.verdicts.keys() | new.verdicts.keys():
+        before, after = old.verdicts.get(node, {}), new.verdicts.get(node, {})
+        if before != after:
+            services.update(
+                k[0] for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+            )
+    nodes = {
+        node
+        for node in old.expired.keys() | new.expired.keys()
+        if old.expired.get(node) != new.expired.get(node)
+    }
+    return frozenset(services), frozenset(nodes)

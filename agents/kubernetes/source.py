@@ -8,10 +8,15 @@ It implements :class:`agents.source.Source` for :class:`agents.agent.Agent`:
 * ``probe_jobs`` — the endpoints on this pod's node (and, for the leader, those without
   a node) of Services that ask for a probe;
 * ``report_services`` — :func:`agents.kubernetes.cluster.build` over the caches, with
-  this pod's verdicts and the other nodes' (read from their Leases).
+  this pod's verdicts and the other nodes' (read from their Leases), for the whole
+  cluster or for just the Services asked for.
 
-Merging is cached per Service and redone only for Services whose slices or Service
-object changed, so a watch event costs one Service's merge, not the cluster's.
+A watch event names the Service it touches (a slice's owner before and after the event),
+a node Lease names the services whose published verdicts changed (or, when a node's
+Lease expires or comes back, the services with endpoints on that node); a relist or a
+change of leadership names nothing, meaning "anything may have changed". Merging is
+cached per Service and redone only for Services whose slices or Service object changed,
+so a watch event costs one Service's merge and one Service's record, not the cluster's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -41,7 +46,7 @@ from agents.kubernetes.objects import (
     parse_service,
     parse_slice,
 )
-from agents.source import ProbeJob, VerdictKey
+from agents.source import Notify, ProbeJob, VerdictKey
 from registry.aio import sleep_or_stop
 from registry.model import ProbeState, Service
 
@@ -121,7 +126,7 @@ class KubernetesSource:
             duration_s=node_lease_s,
             renew_s=node_lease_s / 3,
         )
-        self._notify: Callable[[], None] = lambda: None
+        self._notify: Notify = lambda keys: None
         self._owner: dict[Key, Key] = {}
         self._by_service: dict[Key, dict[Key, EndpointSlice]] = {}
         self._dirty: set[Key] = set()
@@ -142,24 +147,28 @@ class KubernetesSource:
     def _slice_changed(self, key: Key | None) -> None:
         if key is None:
             self._everything_dirty = True
-        else:
-            old = self._owner.pop(key, None)
-            if old is not None:
-                self._by_service.get(old, {}).pop(key, None)
-                self._dirty.add(old)
-            new = self.slices.items.get(key)
-            if new is not None:
-                self._owner[key] = new.service_key
-                self._by_service.setdefault(new.service_key, {})[key] = new
-                self._dirty.add(new.service_key)
-        self._changed()
+            self._changed(None)
+            return
+        touched: set[Key] = set()
+        old = self._owner.pop(key, None)
+        if old is not None:
+            self._by_service.get(old, {}).pop(key, None)
+            touched.add(old)
+        new = self.slices.items.get(key)
+        if new is not None:
+            self._owner[key] = new.service_key
+            self._by_service.setdefault(new.service_key, {})[key] = new
+            touched.add(new.service_key)
+        self._dirty |= touched
+        self._changed(touched)
 
     def _service_changed(self, key: Key | None) -> None:
         if key is None:
             self._everything_dirty = True
+            self._changed(None)
         else:
             self._dirty.add(key)
-        self._changed()
+            self._changed({key})
 
     def _lease_changed(self, key: Key | None) -> None:
         self._leases_changed.set()
@@ -170,18 +179,28 @@ class KubernetesSource:
 
     def _peers_changed(self) -> None:
         peers = self.peers()
-        if peers != self._last_peers:
-            self._last_peers = peers
-            self._jobs = None
-            self._notify()
+        if peers == self._last_peers:
+            return
+        services, nodes_changed = nodes.changes(self._last_peers, peers)
+        self._last_peers = peers
+        keys = set(services)
+        if nodes_changed:
+            self._refresh()
+            keys.update(
+                f"{k[0]}/{k[1]}"
+                for k, m in self._merged.items()
+                if any(ep.node in nodes_changed for ep in m.endpoints)
+            )
+        self._jobs = None
+        self._notify(keys)
 
     def _leadership_changed(self) -> None:
         self._jobs = None
-        self._notify()
+        self._notify(None)
 
-    def _changed(self) -> None:
+    def _changed(self, keys: set[Key] | None) -> None:
         self._jobs = None
-        self._notify()
+        self._notify(None if keys is None else {f"{k[0]}/{k[1]}" for k in keys})
 
     def _refresh(self) -> None:
         if self._everything_dirty:
@@ -225,7 +244,7 @@ class KubernetesSource:
 
     # -- the Source protocol --------------------------------------------------------
 
-    def subscribe(self, notify: Callable[[], None]) -> None:
+    def subscribe(self, notify: Notify) -> None:
         self._notify = notify
 
     def ready(self) -> bool:
@@ -258,8 +277,11 @@ class KubernetesSource:
         self._seen = current
         return nodes.peers(self.leases.items.values(), self._seen, now=now)
 
-    def report_services(self, verdicts: Mapping[VerdictKey, ProbeState]) -> tuple[Service, ...]:
+    def report_services(
+        self, verdicts: Mapping[VerdictKey, ProbeState], keys: Collection[str] | None = None
+    ) -> tuple[Service, ...]:
         self._refresh()
+        only = None if keys is None else {_key(k) for k in keys}
         built = cluster.build(
             self.services.items,
             self._parsed,
@@ -267,11 +289,16 @@ class KubernetesSource:
             node=self.node,
             own=verdicts,
             peers=self.peers(),
+            only=only,
         )
         notes = set(built.notes)
         for service, note in sorted(notes - self._notes):
             log.info("not reported as is", service=service, why=note)
-        self._notes = notes
+        if keys is None:
+            self._notes = notes
+        else:
+            asked = set(keys) | {"*"}
+            self._notes = {n for n in self._notes if n[0] not in asked} | notes
         return built.services
 
     # -- running --------------------------------------------------------------------
@@ -315,7 +342,7 @@ class KubernetesSource:
             while not self.ready() and not stop.is_set():
                 await sleep_or_stop(stop, 0.01)
             if not stop.is_set():
-                self._notify()
+                self._notify(None)
                 tasks.append(asyncio.create_task(self.elector.run(stop), name="elector"))
             await stop.wait()
         finally:
@@ -326,3 +353,8 @@ class KubernetesSource:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _key(text: str) -> Key:
+    namespace, _, name = text.partition("/")
+    return (namespace, name)

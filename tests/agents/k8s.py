@@ -31,6 +31,7 @@ from agents.kubernetes.main import serve
 from agents.kubernetes.settings import KubernetesAgentSettings
 from agents.kubernetes.source import KubernetesSource
 from tests.agents.apiserver import Obj, Store, TestApiserver, make_tls, running
+from tests.agents.recording import RecordingClient
 from tests.helpers import TOKENS
 
 EXPORT = {"globaldns.io/export": "true"}
@@ -281,6 +282,12 @@ class Running:
     task: asyncio.Task[None]
 
     @property
+    def client(self) -> RecordingClient:
+        """What this pod sent to the registry, and the answers."""
+        assert isinstance(self.agent.client, RecordingClient)
+        return self.agent.client
+
+    @property
     def source(self) -> KubernetesSource:
         assert isinstance(self.agent.source, KubernetesSource)
         return self.agent.source
@@ -321,7 +328,13 @@ async def k8s_agent(
     )
     stop = asyncio.Event()
     started: asyncio.Future[Agent] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, stop=stop, started=started.set_result))
+
+    def record(agent: Agent) -> None:
+        # Before the agent's tasks first run: every call it makes is recorded.
+        agent.client = RecordingClient(agent.client)
+        started.set_result(agent)
+
+    task = asyncio.create_task(serve(settings, stop=stop, started=record))
     done, _ = await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()

@@ -219,15 +219,32 @@ async def test_a_burst_is_coalesced_and_reported_within_200ms(
             assert took < 0.2 and reports <= 8, (took, reports)
 
 
-async def test_whole_state_again_after_a_watch_reconnect(redis_url: str, tmp_path: Path) -> None:
+async def test_a_watch_reconnect_compares_everything_and_sends_only_what_differs(
+    redis_url: str, tmp_path: Path
+) -> None:
     async with k8s.apiserver(tmp_path) as server, registry(redis_url) as api:
-        k8s.apply(server.store, k8s.service("web"), [k8s.Pod("w", "10.1.0.1")])
+        svc = k8s.service("web")
+        k8s.apply(server.store, svc, [k8s.Pod("w", "10.1.0.1")])
+        k8s.apply(server.store, k8s.service("db"), [k8s.Pod("d", "10.1.1.1")])
         async with k8s.k8s_agent(server, tmp_path, api) as pod:
             await eventually(lambda: service_held(redis_url, "production/web"))
             await eventually(lambda: server.open_watches == 3)
-            reports = pod.agent.reports
+            unchanged, sent = pod.agent.unchanged, len(pod.client.sent)
+            reports = len(pod.client.reports())
+            watches = len(server.watches())
             server.drop_watches()
-            await eventually(lambda: pod.agent.reports > reports, timeout=3)
+            # Back after an error, the informers say "anything may have changed": the
+            # agent builds every service, finds nothing new, and sends nothing.
+            await eventually(lambda: pod.agent.unchanged > unchanged, timeout=3)
+            assert len(pod.client.reports()) == reports
+            # What changes is sent as a delta naming that service alone.
+            await eventually(lambda: len(server.watches()) >= watches + 3, timeout=3)
+            k8s.apply(server.store, svc, [k8s.Pod("w", "10.1.0.1"), k8s.Pod("w2", "10.1.0.2")])
+            await eventually(lambda: pod.client.deltas(sent), timeout=3)
+            assert all(s.answer == "ok" for s in pod.client.reports(sent))
+            (report,) = pod.client.deltas(sent)
+            assert [s.key for s in report.services] == ["production/web"]
+            assert report.removed == () and not pod.client.wholes(sent)
 
 
 async def test_nothing_is_lost_while_the_registry_is_unreachable(

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from agents.kubernetes import annotations, election, merge, nodes, sharding
+from agents.kubernetes import annotations, cluster, election, merge, nodes, sharding
 from agents.kubernetes.objects import (
     EndpointSlice,
+    Key,
     KubeService,
     Lease,
     Rejected,
@@ -246,6 +247,80 @@ def test_each_pod_probes_its_node_and_the_leader_the_nodeless() -> None:
         sharding.probe_jobs(services, {key: annotations.DEFAULTS}, merged, node="n1", leading=True)
         == {}
     )
+
+
+# -- building records --------------------------------------------------------------------
+
+
+def picture(
+    count: int, *, external: tuple[int, ...] = ()
+) -> tuple[dict[Key, KubeService], dict[Key, annotations.Parsed], dict[Key, merge.Merged]]:
+    services: dict[Key, KubeService] = {}
+    parsed: dict[Key, annotations.Parsed] = {}
+    merged: dict[Key, merge.Merged] = {}
+    for i in range(count):
+        key = ("prod", f"s{i:03d}")
+        kind = "ExternalName" if i in external else "ClusterIP"
+        services[key] = KubeService(*key, type=kind)
+        parsed[key] = annotations.Parsed(annotations.DEFAULTS)
+        merged[key] = merge.merge(
+            [
+                EndpointSlice(
+                    "prod", f"s{i}-x", key[1], 4, (ep(f"10.0.{i // 250}.{i % 250 + 1}"),), ()
+                )
+            ]
+        )
+    return services, parsed, merged
+
+
+def build(
+    picture: tuple[dict[Key, KubeService], dict[Key, annotations.Parsed], dict[Key, merge.Merged]],
+    only: list[Key] | None = None,
+) -> cluster.Built:
+    return cluster.build(*picture, node="n1", own={}, peers=nodes.Peers(), only=only)
+
+
+def test_building_some_services_gives_what_the_whole_build_gives_for_them() -> None:
+    world = picture(6, external=(3,))
+    whole = build(world)
+    some = build(world, only=[("prod", "s001"), ("prod", "s003"), ("prod", "gone")])
+    # An ExternalName Service and an unknown key are not reported: the agent removes them.
+    assert [s.key for s in some.services] == ["prod/s001"]
+    assert some.services[0] == next(s for s in whole.services if s.key == "prod/s001")
+    assert some.notes == (("prod/s003", "ExternalName Service: no endpoints to export; skipped"),)
+
+
+def test_the_service_limit_keeps_the_same_services_whole_or_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster, "MAX_SERVICES_PER_CLUSTER", 3)
+    world = picture(5, external=(1,))
+    whole = build(world)
+    assert [s.key for s in whole.services] == ["prod/s000", "prod/s002", "prod/s003"]
+    assert ("*", "4 exported services; the registry keeps 3") in whole.notes
+    for i in range(5):
+        one = build(world, only=[("prod", f"s{i:03d}")])
+        assert one.services == tuple(s for s in whole.services if s.key == f"prod/s{i:03d}")
+
+
+def test_node_lease_changes_name_the_services_and_nodes_that_differ() -> None:
+    up, down = ProbeState(healthy=True), ProbeState(healthy=False, detail="refused")
+    before = nodes.Peers(
+        verdicts={"n1": {("prod/a", "10.0.0.1"): up, ("prod/b", "10.0.0.2"): up}},
+        expired={"n3": "gone"},
+    )
+    after = nodes.Peers(
+        verdicts={
+            "n1": {("prod/a", "10.0.0.1"): up, ("prod/b", "10.0.0.2"): down},
+            "n2": {("prod/c", "10.0.0.3"): up},
+        },
+        expired={"n4": "gone"},
+    )
+    assert nodes.changes(before, after) == (
+        frozenset({"prod/b", "prod/c"}),
+        frozenset({"n3", "n4"}),
+    )
+    assert nodes.changes(after, after) == (frozenset(), frozenset())
 
 
 # -- leases ----------------------------------------------------------------------------

@@ -242,3 +242,26 @@ async def test_policy_override_wins_and_shows_its_source(redis_url: str) -> None
         assert (await call(s, "DELETE", url, ADMIN))[1]["was_overridden"] is True
         _, svc = await call(s, "GET", f"{api}/v1/services/production/api")
         assert svc["policy_source"] == "default"
+
+
+async def test_the_api_and_the_drain_guard_judge_as_the_resolver_answers(redis_url: str) -> None:
+    """One judge: an endpoint that still serves while it terminates is what the answers
+    fall back to when nothing is ready, so the view counts its cluster as serving and
+    draining that cluster would strand the service."""
+    terminating = report(1, "10.0.0.1")
+    terminating["services"][0]["endpoints"][0]["conditions"] = {
+        "ready": False,
+        "serving": True,
+        "terminating": True,
+    }
+    async with registry(redis_url) as api, aiohttp.ClientSession() as s:
+        await call(s, "POST", f"{api}/v1/reports", US, terminating)
+        status, view = await call(s, "GET", f"{api}/v1/services/production/api")
+        assert status == 200
+        assert view["serving_clusters"] == ["us-east-prod"]
+        [endpoint] = view["endpoints"]
+        assert (endpoint["healthy"], endpoint["standby"]) == (False, True)
+        status, body = await call(
+            s, "POST", f"{api}/v1/clusters/us-east-prod/drain", ADMIN, {"dry_run": True}
+        )
+        assert status == 409 and body["impact"][0]["stranded"] is True

@@ -287,7 +287,11 @@ def test_policy_precedence_override_then_annotation_then_default() -> None:
 
 def test_rotations_cycle_and_cap() -> None:
     assert rotations(["a", "b", "c"]) == [("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b")]
-    assert all(len(r) == 8 for r in rotations([str(i) for i in range(10)]))
+    ten = [str(i) for i in range(10)]
+    assert rotations(ten) == [tuple(ten[:8]), (*ten[8:], *ten[:6])]
+    thousand = [str(i) for i in range(1000)]
+    assert len(rotations(thousand)) == 125
+    assert {a for r in rotations(thousand) for a in r} == set(thousand)
     assert rotations([]) == [()]
 
 

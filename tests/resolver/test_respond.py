@@ -273,3 +273,23 @@ def test_srv_names_and_their_targets() -> None:
     assert ask(r, f"_grpc._tcp.{NAME}", "SRV").rcode() == dns.rcode.NXDOMAIN
     nodata = ask(r, f"_http._tcp.{NAME}", "A")
     assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+
+
+def test_a_service_of_a_thousand_endpoints_answers_eight_and_rotates_through_all() -> None:
+    r = build_responder(ResolverSettings(topology=TOPOLOGY_FILE, rrl_rate=0), topology())
+    service = Service(
+        namespace="production",
+        name="api",
+        endpoints=tuple(Endpoint(address=f"10.1.{i // 250}.{i % 250 + 1}") for i in range(1000)),
+    )
+    cluster = ClusterState(
+        name="us-east-prod", region="us-east-1", last_seen_ms=NOW, services=(service,)
+    )
+    r.swap(build([cluster], generation=1, sync_ms=NOW, lease_ttl_ms=6000))
+    seen: set[str] = set()
+    for _ in range(125):
+        reply = ask(r)
+        got = addresses(reply)
+        assert len(got) == 8
+        seen |= got
+    assert len(seen) == 1000

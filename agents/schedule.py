@@ -1,0 +1,328 @@
+"""When the agent reports, what it reports, and when it renews its lease: a pure state machine.
+
+The agent's report loop (:meth:`agents.agent.Agent._report_loop`) only does I/O: it feeds
+:func:`apply` what happened (a source named changed services, time passed, the registry
+answered) and carries out what :func:`decide` returns. Time comes in as ``now``
+(monotonic seconds) and randomness as ``rng``, so every schedule below is tested with a
+fake clock (``tests/agents/test_schedule.py``)::
+
+    inactive ──ready and leading──▶ need_full ──▶ SendWhole ──ok──▶ in sync
+        ▲                             ▲    ▲                          │
+        └─ not ready / not leading ───┘    │     changed keys ─▶ SendDelta(keys) ─ok─┐
+                                           │     nothing changed ─▶ SendHeartbeat ─ok─┤
+                                           │                                         │
+                                           └─ 409 resync · stale seq · error · ◀─────┘
+                                              heartbeat 409 (any doubt)
+
+* **Whole state first, deltas after.** A delta names the seq the registry acknowledged
+  last (``base_seq``); the registry applies it only on exactly that report. Any doubt —
+  a 409 asking for a resync, a stale seq, an error whose outcome is unknown, a heartbeat
+  the registry refuses (it lost our report), a change of leadership or readiness — makes
+  the next report the whole state, which heals whatever the registry holds.
+* **Coalescing.** A report goes ``coalesce_s`` after the first change it carries (a burst
+  of watch events or probe verdicts becomes one report) and at least
+  ``min_report_interval_s`` after the previous report was sent (a rolling update of a
+  hundred pods becomes a handful of reports). Changes that arrive while a report is in
+  flight wait for the next one.
+* **Heartbeats** renew the lease ``heartbeat_interval_s`` after the last successful call;
+  a report renews it too.
+* **Back-off** after an error: exponential from ``backoff_first_s``, jittered by ``rng``
+  to spread a fleet of agents, capped at ``backoff_max_s`` (``backoff_refused_max_s`` when
+  the registry refused us: our configuration is wrong and hammering will not fix it).
+
+``observed_ms`` (wall-clock ms, stamped by the shell when a source or probe notified)
+travels with the pending changes: a report carries the oldest one, for the propagation
+histograms; a failed report hands its ``observed_ms`` to the whole state that replaces it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+
+# -- settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    heartbeat_interval_s: float = 2.0
+    coalesce_s: float = 0.02
+    min_report_interval_s: float = 0.05
+    backoff_first_s: float = 0.2
+    backoff_max_s: float = 5.0
+    backoff_refused_max_s: float = 30.0
+
+
+# -- events: what happened --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A source or a probe said these services (``<namespace>/<name>``) may differ."""
+
+    keys: frozenset[str] | None
+    """None: anything may have changed (a relist, leadership, the node Leases)."""
+    observed_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """Whether the source is ready and this agent is the cluster's reporter."""
+
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed; nothing else happened."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """200: the registry holds report ``seq``."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The delta turned out empty (nothing differs from what was acknowledged): not sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """409 with ``resync``: the registry does not hold our ``base_seq``."""
+
+    seq: int
+    stored_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """409 with ``stored_seq``: the registry holds a newer seq (an earlier run of ours)."""
+
+    seq: int
+    stored_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A report or heartbeat failed: unavailable (outcome unknown) or refused (4xx)."""
+
+    refused: bool = False
+    seq: int = 0
+    """The seq the failed report used (the registry may hold it): 0 for a heartbeat."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    """200 on a heartbeat."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """409 on a heartbeat: the registry does not hold our report (it lost its data)."""
+
+
+Event = Changed | Active | Tick | Reported | Unchanged | Resync | Stale | Failed | Renewed | Lost
+
+
+# -- actions: what to do next -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendWhole:
+    min_seq: int
+    """The report's seq is at least this (the shell takes ``max(min_seq, wall ns)``)."""
+    observed_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendDelta:
+    min_seq: int
+    base_seq: int
+    keys: frozenset[str] | None
+    """The services to compare with what was acknowledged; None: all of them."""
+    observed_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendHeartbeat:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    until: float
+    """Monotonic time to look again (an event wakes the shell sooner); inf: only an event."""
+
+
+Action = SendWhole | SendDelta | SendHeartbeat | Wait
+Call = SendWhole | SendDelta | SendHeartbeat
+
+
+# -- state ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    active: bool = False
+    need_full: bool = True
+    pending: frozenset[str] = frozenset()
+    """Services changed since the last report was built."""
+    pending_all: bool = False
+    """Anything may have changed since the last report was built."""
+    since: float | None = None
+    """When the oldest unreported change (or the need for a whole state) was noticed."""
+    observed_ms: int | None = None
+    """Wall-clock ms at which the oldest unreported change was observed."""
+    in_flight: Call | None = None
+    """The call whose answer we await."""
+    seq: int = 0
+    """The highest seq we used or the registry showed us."""
+    acked_seq: int | None = None
+    """The seq the registry acknowledged last: the base of the next delta."""
+    sent_at: float = -math.inf
+    """When the last report was sent (successful or not)."""
+    renewed_at: float = -math.inf
+    """When the lease was last renewed (a successful report or heartbeat)."""
+    backoff_s: float = 0.0
+    """The current back-off step; 0 after a success."""
+    retry_at: float = -math.inf
+
+    @property
+    def has_pending(self) -> bool:
+        return self.need_full or self.pending_all or bool(self.pending)
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _in_flight_observed(state: State) -> int | None:
+    call = state.in_flight
+    return None if isinstance(call, SendHeartbeat | None) else call.observed_ms
+
+
+def _doubt(state: State, now: float, *, seq: int = 0, stored_seq: int | None = None) -> State:
+    """The next report is the whole state; it carries the changes of the lost one."""
+    return replace(
+        state,
+        need_full=True,
+        pending=frozenset(),
+        pending_all=False,
+        since=state.since if state.since is not None else now,
+        observed_ms=_earliest(state.observed_ms, _in_flight_observed(state)),
+        in_flight=None,
+        seq=max(state.seq, seq, stored_seq or 0),
+    )
+
+
+def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random.Random) -> State:
+    """The state after ``event`` happened at ``now``."""
+    match event:
+        case Changed(keys=keys, observed_ms=observed_ms):
+            if not state.active or keys == frozenset():
+                return state  # becoming active sends the whole state anyway
+            return replace(
+                state,
+                pending_all=state.pending_all or keys is None,
+                pending=state.pending if keys is None else state.pending | keys,
+                since=state.since if state.since is not None else now,
+                observed_ms=_earliest(state.observed_ms, observed_ms),
+            )
+        case Active(active=active):
+            if active == state.active:
+                return state
+            # Whatever we believed the registry holds, another reporter may have written
+            # since (or the source was not ready): start again from a whole state.
+            return State(
+                active=active,
+                seq=state.seq,
+                acked_seq=state.acked_seq,
+                since=now if active else None,
+                in_flight=state.in_flight,
+            )
+        case Tick():
+            return state
+        case Reported(seq=seq):
+            whole = isinstance(state.in_flight, SendWhole)
+            return replace(
+                state,
+                need_full=state.need_full and not whole,
+                in_flight=None,
+                seq=max(state.seq, seq),
+                acked_seq=seq,
+                renewed_at=now,
+                backoff_s=0.0,
+            )
+        case Unchanged():
+            return replace(state, in_flight=None)
+        case Resync(seq=seq, stored_seq=stored):
+            return _doubt(state, now, seq=seq, stored_seq=stored)
+        case Stale(seq=seq, stored_seq=stored):
+            return _doubt(state, now, seq=seq, stored_seq=stored)
+        case Failed(refused=refused, seq=seq):
+            cap = timing.backoff_refused_max_s if refused else timing.backoff_max_s
+            step = min(state.backoff_s * 2 or timing.backoff_first_s, cap)
+            doubted = _doubt(state, now, seq=seq)
+            return replace(doubted, backoff_s=step, retry_at=now + step * (0.5 + rng.random()))
+        case Renewed():
+            return replace(state, in_flight=None, renewed_at=now, backoff_s=0.0)
+        case Lost():
+            return _doubt(state, now)
+    raise AssertionError(f"unknown event {event!r}")
+
+
+def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
+    """What to do at ``now``: a call (recorded as in flight) or how long to wait."""
+    if state.in_flight is not None:
+        return state, Wait(math.inf)
+    if not state.active:
+        # Readiness and leadership announce themselves; look again now and then anyway.
+        return state, Wait(now + timing.heartbeat_interval_s)
+    if now < state.retry_at:
+        return state, Wait(state.retry_at)
+    if state.has_pending:
+        since = state.since if state.since is not None else now
+        due = max(since + timing.coalesce_s, state.sent_at + timing.min_report_interval_s)
+        if now < due:
+            return state, Wait(due)
+        call: Call
+        if state.need_full or state.acked_seq is None:
+            call = SendWhole(min_seq=state.seq + 1, observed_ms=state.observed_ms)
+        else:
+            call = SendDelta(
+                min_seq=state.seq + 1,
+                base_seq=state.acked_seq,
+                keys=None if state.pending_all else state.pending,
+                observed_ms=state.observed_ms,
+            )
+        sent = replace(
+            state,
+            pending=frozenset(),
+            pending_all=False,
+            since=None,
+            observed_ms=None,
+            in_flight=call,
+            sent_at=now,
+        )
+        return sent, call
+    due = state.renewed_at + timing.heartbeat_interval_s
+    if now < due:
+        return state, Wait(due)
+    assert state.acked_seq is not None  # in sync: a whole state was acknowledged
+    beat = SendHeartbeat(seq=state.acked_seq)
+    return replace(state, in_flight=beat), beat
+
+
+def step(
+    state: State, event: Event, *, now: float, timing: Timing, rng: random.Random
+) -> tuple[State, Action]:
+    """:func:`apply` then :func:`decide`."""
+    return decide(apply(state, event, now=now, timing=timing, rng=rng), now=now, timing=timing)
