@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ from scale_procs import (
     log_tail,
     memory,
     redis_info,
-    wait_http_ready,
+    start_http,
 )
 from scale_world import Scenario
 
@@ -200,45 +201,35 @@ class Servers:
     tokens: dict[str, str]
 
 
+def start_redis(procs: Processes, binary: str) -> tuple[Proc, str]:
+    """A fresh redis-server without persistence, on a free port (again if it was taken)."""
+    for attempt in range(3):
+        port = free_port()
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(procs.workdir), "--loglevel", "warning"]
+        redis = procs.start("redis", command, clean_env())
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while redis.alive() and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if redis_info(url)["tcp_port"] == port:
+                    return redis, url
+            time.sleep(0.05)
+        if redis.alive() or attempt == 2:
+            break
+        procs.stop(redis)
+    raise StartError(f"redis did not start:\n{log_tail(redis.log)}")
+
+
 def start_backend(procs: Processes, scenario: Scenario, args: argparse.Namespace) -> Servers:
     workdir = procs.workdir
-    port = free_port()
-    redis = procs.start(
-        "redis",
-        [
-            redis_binary(args.redis_server),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--loglevel",
-            "warning",
-        ],
-        clean_env(),
-    )
-    redis_url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(Exception):
-            redis_info(redis_url)
-            break
-        if time.monotonic() > deadline or not redis.alive():
-            raise StartError(f"redis did not start:\n{log_tail(redis.log)}")
-        time.sleep(0.05)
+    redis, redis_url = start_redis(procs, redis_binary(args.redis_server))
     (workdir / "topology.yaml").write_text(world.topology_yaml(scenario))
     tokens = {name: f"bench-{name}-{os.urandom(12).hex()}" for name in scenario.cluster_names()}
-    api_port = free_port()
     env = {
         **clean_env(),
         "GLOBALDNS_REDIS_URL": redis_url,
         "GLOBALDNS_HOST": "127.0.0.1",
-        "GLOBALDNS_PORT": str(api_port),
         "GLOBALDNS_TOPOLOGY": str(workdir / "topology.yaml"),
         "GLOBALDNS_CLUSTER_TOKENS": json.dumps(tokens),
         "GLOBALDNS_LEASE_TTL_S": str(args.lease_ttl_s),
@@ -249,39 +240,42 @@ def start_backend(procs: Processes, scenario: Scenario, args: argparse.Namespace
         "GLOBALDNS_MAX_CLUSTERS": str(max(100, scenario.clusters)),
         "GLOBALDNS_LOG_JSON": "true",
     }
-    registry = procs.start(
-        "registry", [str(BIN / "globaldns"), "--log-level", args.log_level, "registry"], env
-    )
-    registry_url = f"http://127.0.0.1:{api_port}"
-    wait_http_ready(registry, registry_url + "/readyz", timeout=30)
-    return Servers(redis, redis_url, registry, registry_url, tokens)
+    ports: list[int] = []
+
+    def env_for() -> tuple[dict[str, str], str]:
+        ports[:] = [free_port()]
+        return {**env, "GLOBALDNS_PORT": str(ports[0])}, f"http://127.0.0.1:{ports[0]}/readyz"
+
+    command = [str(BIN / "globaldns"), "--log-level", args.log_level, "registry"]
+    registry, _ = start_http(procs, "registry", command, env_for, timeout=30)
+    return Servers(redis, redis_url, registry, f"http://127.0.0.1:{ports[0]}", tokens)
 
 
 def start_resolver(
     procs: Processes, redis_url: str, args: argparse.Namespace, timeout: float
 ) -> tuple[Proc, int, str, float]:
     """The resolver process; returns it, its DNS port, its HTTP URL and the cold load (s)."""
-    dns_port, http_port = free_port(), free_port()
     env = {
         **clean_env(),
         "GLOBALDNS_REDIS_URL": redis_url,
         "GLOBALDNS_DNS_HOST": "127.0.0.1",
-        "GLOBALDNS_DNS_PORT": str(dns_port),
         "GLOBALDNS_HTTP_HOST": "127.0.0.1",
-        "GLOBALDNS_HTTP_PORT": str(http_port),
         "GLOBALDNS_TOPOLOGY": str(procs.workdir / "topology.yaml"),
         "GLOBALDNS_LEASE_TTL_S": str(args.lease_ttl_s),
         "GLOBALDNS_RRL_RATE": "0",  # the pollers ask one name ~1000 times a second
         "GLOBALDNS_ECS_TRUSTED": json.dumps(["127.0.0.0/8"]),
         "GLOBALDNS_LOG_JSON": "true",
     }
-    url = f"http://127.0.0.1:{http_port}"
-    start = time.monotonic()
-    resolver = procs.start(
-        "resolver", [str(BIN / "globaldns"), "--log-level", args.log_level, "resolver"], env
-    )
-    wait_http_ready(resolver, url + "/readyz", timeout=timeout)
-    return resolver, dns_port, url, time.monotonic() - start
+    ports: list[int] = []
+
+    def env_for() -> tuple[dict[str, str], str]:
+        ports[:] = [free_port(), free_port()]
+        dns_http = {"GLOBALDNS_DNS_PORT": str(ports[0]), "GLOBALDNS_HTTP_PORT": str(ports[1])}
+        return {**env, **dns_http}, f"http://127.0.0.1:{ports[1]}/readyz"
+
+    command = [str(BIN / "globaldns"), "--log-level", args.log_level, "resolver"]
+    resolver, cold = start_http(procs, "resolver", command, env_for, timeout=timeout)
+    return resolver, ports[0], f"http://127.0.0.1:{ports[1]}", cold
 
 
 # -- building the registry through its API ----------------------------------------------
@@ -718,6 +712,9 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, root: Path) -> di
     except (BenchError, StartError) as exc:
         out["error"] = str(exc)
         print(f"  stopped: {exc}", flush=True)
+    except Exception as exc:  # a bug of the benchmark: the other sizes still run
+        out["error"] = f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}"
+        print(f"  failed: {out['error']}", flush=True)
     finally:
         if agents is not None:
             agents.stop()

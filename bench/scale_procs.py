@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,12 +154,44 @@ def wait_http_ready(proc: Proc, url: str, timeout: float, poll_s: float = 0.01) 
             raise StartError(
                 f"{proc.name} exited with {proc.process.returncode}:\n{log_tail(proc.log)}"
             )
-        with contextlib.suppress(OSError):
+        # Not up yet, or (before it binds) another program answering on that port.
+        with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
             status, _ = http_get(url, timeout=max(0.5, poll_s))
             if status == 200:
                 return time.monotonic() - start
         time.sleep(poll_s)
     raise StartError(f"{proc.name}: {url} not ready after {timeout:.0f} s:\n{log_tail(proc.log)}")
+
+
+def start_http(
+    procs: Processes,
+    name: str,
+    command: list[str],
+    env_for: Callable[[], tuple[dict[str, str], str]],
+    *,
+    timeout: float,
+    attempts: int = 3,
+) -> tuple[Proc, float]:
+    """Start a server on ports picked just before; again on new ones if it could not bind.
+
+    ``env_for`` picks the ports and returns the environment and the readiness URL. A
+    free port can be taken by another program before the server binds it (other test
+    suites run on this machine): the server then exits, and is started once more.
+    Returns the process and the seconds from its start to ready.
+    """
+    for attempt in range(attempts):
+        env, url = env_for()
+        start = time.monotonic()
+        proc = procs.start(name, command, env)
+        try:
+            wait_http_ready(proc, url, timeout=timeout)
+        except StartError:
+            if proc.alive() or attempt == attempts - 1:
+                raise
+            procs.stop(proc)
+            continue
+        return proc, time.monotonic() - start
+    raise StartError(f"{name} did not start")
 
 
 def redis_info(url: str) -> dict[str, Any]:
