@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -281,7 +282,50 @@ def start_resolver(
 # -- building the registry through its API ----------------------------------------------
 
 
-def load_registry(scenario: Scenario, servers: Servers) -> dict[str, Any]:
+class LoadHeartbeats:
+    """Heartbeats for the clusters loaded so far while the others load (a thread).
+
+    Loading 30 whole states takes longer than a lease lasts: without them the first
+    clusters would be out of the answers (and come back, all their services rebuilt)
+    by the time the resolver starts. The agent processes take over after the load.
+    """
+
+    def __init__(self, servers: Servers, interval_s: float) -> None:
+        self.servers = servers
+        self.interval_s = interval_s
+        self.seqs: dict[str, int] = {}
+        self.stopped = threading.Event()
+        self.failures = 0
+        self.thread = threading.Thread(target=self._run, name="load-heartbeats", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        port = int(self.servers.registry_url.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            while not self.stopped.wait(self.interval_s):
+                for name, seq in list(self.seqs.items()):
+                    headers = {
+                        "Authorization": f"Bearer {self.servers.tokens[name]}",
+                        "Content-Type": "application/json",
+                    }
+                    try:
+                        conn.request("POST", "/v1/heartbeats", json.dumps({"seq": seq}), headers)
+                        response = conn.getresponse()
+                        response.read()
+                        self.failures += response.status != 200
+                    except (OSError, http.client.HTTPException):
+                        self.failures += 1
+                        conn.close()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=60)
+
+
+def load_registry(scenario: Scenario, servers: Servers, beats: LoadHeartbeats) -> dict[str, Any]:
     """One gzip whole-state report per cluster, in turn; returns timings and sizes."""
     port = int(servers.registry_url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1800)
@@ -305,7 +349,7 @@ def load_registry(scenario: Scenario, servers: Servers) -> dict[str, Any]:
                 raise BenchError(
                     f"whole-state report of {name}: {response.status} {answer[:500]!r}"
                 )
-            seqs[name] = seq
+            seqs[name] = beats.seqs[name] = seq
             per_cluster.append(
                 {
                     "cluster": name,
@@ -652,7 +696,16 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, root: Path) -> di
         empty = redis_info(servers.redis_url)
         out["redis_empty"] = pick_redis(empty)
         print("  registry up; loading whole states ...", flush=True)
-        load = load_registry(scenario, servers)
+        beats = LoadHeartbeats(servers, args.heartbeat_s)
+        try:
+            load = load_registry(scenario, servers, beats)
+            # The agents heartbeat from now on, through the resolver's cold load too.
+            agents = AgentPool(args.agents, scenario, servers, load["seqs"], args.heartbeat_s)
+            time.sleep(args.heartbeat_s)
+        finally:
+            beats.stop()
+        if beats.failures:
+            out["notes"].append(f"{beats.failures} heartbeats failed during the load")
         out["load"] = {k: v for k, v in load.items() if k != "seqs"}
         m["load_s"] = sum(c["post_s"] for c in load["clusters"])
         raw = statistics.mean(c["raw_bytes"] for c in load["clusters"]) / 1024
@@ -676,7 +729,6 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, root: Path) -> di
         if problem:
             out["notes"].append(f"first answer not as expected: {problem}")
 
-        agents = AgentPool(args.agents, scenario, servers, load["seqs"], args.heartbeat_s)
         time.sleep(args.settle_s)
         rss = memory(resolver.pid)
         m["rss_mb"] = rss["VmRSS"] / MB
