@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint bench clean
+.PHONY: dev test lint bench bench-scale clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "globaldns needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -34,6 +34,11 @@ test: lint
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/resolver_qps.py
+
+# Registry sizes 30 / 300k / 3M endpoints on the real processes (~20 min; see bench/README.md).
+# Options through SCALE_ARGS, e.g. make bench-scale SCALE_ARGS=--skip-3m
+bench-scale: $(VENV)/.installed-test
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
