@@ -187,7 +187,7 @@ async def test_loadbalancer_mode_follows_ready_endpoints(redis_url: str, tmp_pat
                 edge = await service_held(redis_url, "production/edge")
                 return edge is not None and edge.endpoints[0].conditions.ready is False
 
-            await eventually(not_ready, timeout=2)
+            await eventually(not_ready)
 
 
 async def test_a_burst_is_coalesced_and_reported_within_200ms(
@@ -214,7 +214,7 @@ async def test_a_burst_is_coalesced_and_reported_within_200ms(
                     e.address.startswith("10.2.") for e in found.endpoints
                 )
 
-            await eventually(all_new, timeout=2, interval=0.005)
+            await eventually(all_new, interval=0.005)
             took, reports = time.monotonic() - changed_at, pod.agent.reports - before
             assert took < 0.2 and reports <= 8, (took, reports)
 
@@ -235,12 +235,12 @@ async def test_a_watch_reconnect_compares_everything_and_sends_only_what_differs
             server.drop_watches()
             # Back after an error, the informers say "anything may have changed": the
             # agent builds every service, finds nothing new, and sends nothing.
-            await eventually(lambda: pod.agent.unchanged > unchanged, timeout=3)
+            await eventually(lambda: pod.agent.unchanged > unchanged)
             assert len(pod.client.reports()) == reports
             # What changes is sent as a delta naming that service alone.
-            await eventually(lambda: len(server.watches()) >= watches + 3, timeout=3)
+            await eventually(lambda: len(server.watches()) >= watches + 3)
             k8s.apply(server.store, svc, [k8s.Pod("w", "10.1.0.1"), k8s.Pod("w2", "10.1.0.2")])
-            await eventually(lambda: pod.client.deltas(sent), timeout=3)
+            await eventually(lambda: pod.client.deltas(sent))
             assert all(s.answer == "ok" for s in pod.client.reports(sent))
             (report,) = pod.client.deltas(sent)
             assert [s.key for s in report.services] == ["production/web"]
@@ -269,7 +269,7 @@ async def test_nothing_is_lost_while_the_registry_is_unreachable(
                     return None
                 return found
 
-            found = await eventually(caught_up, timeout=6)
+            found = await eventually(caught_up)
             assert {e.address: e.conditions.ready for e in found.endpoints} == {
                 "10.1.0.1": False,
                 "10.1.0.2": True,

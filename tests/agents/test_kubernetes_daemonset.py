@@ -118,7 +118,7 @@ async def test_probes_are_sharded_by_node_and_verdicts_reach_the_leader(
                     found = await verdicts(redis_url)
                     return len(found) == 5 and all(v and v[0] for v in found.values())
 
-                await eventually(all_probed_healthy, timeout=5)
+                await eventually(all_probed_healthy)
                 # node-b's probe sees it; node-b's Lease carries it; the leader reports it.
                 servers[NODE_B[1]].close()
                 servers[NODE_A[0]].close()
@@ -128,7 +128,7 @@ async def test_probes_are_sharded_by_node_and_verdicts_reach_the_leader(
                     bad = {a for a, v in found.items() if v and not v[0]}
                     return found if bad == {NODE_B[1], NODE_A[0]} else None
 
-                found = await eventually(both_failing, timeout=5)
+                found = await eventually(both_failing)
                 assert found[NODE_B[1]] is not None and "tcp" in found[NODE_B[1]][1]
                 assert b.source.node_lease.renewals >= 2
 
@@ -152,7 +152,7 @@ async def test_a_dead_nodes_endpoints_leave_when_its_lease_expires(
                 found = await verdicts(redis_url)
                 return len(found) == 4 and all(v and v[0] for v in found.values())
 
-            await eventually(all_healthy, timeout=5)
+            await eventually(all_healthy)
             server.tokens.discard("node-b-token")  # node-b is cut off: no more renewals
             cut = time.monotonic()
 
@@ -163,7 +163,7 @@ async def test_a_dead_nodes_endpoints_leave_when_its_lease_expires(
                     for a, v in found.items()
                 )
 
-            await eventually(node_b_out, timeout=6)
+            await eventually(node_b_out)
             # The node Lease lasts 3 s; renewed every second: gone within 3 s of the cut.
             assert time.monotonic() - cut <= 3.5
 
@@ -194,7 +194,7 @@ async def test_leader_takeover_on_silence_and_on_release(redis_url: str, tmp_pat
                 a.stop.set()
                 stopped = time.monotonic()
                 await a.task
-                await eventually(b.source.reporting, timeout=3)
+                await eventually(b.source.reporting)
                 assert time.monotonic() - stopped < 1.0
                 await eventually(lambda: b.agent.reports > reports)
                 assert (await web(redis_url)) is not None

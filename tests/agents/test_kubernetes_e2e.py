@@ -130,7 +130,7 @@ async def test_an_agent_restart_never_drops_a_healthy_endpoint(
     stop = asyncio.Event()
     async with world(redis_url, tmp_path) as w, contextlib.AsyncExitStack() as pods:
         a1 = await pods.enter_async_context(us_agent(w, tmp_path, "node-a", pod="agent-a-1"))
-        await eventually(a1.source.reporting, timeout=5)
+        await eventually(a1.source.reporting)
         b = await pods.enter_async_context(us_agent(w, tmp_path, "node-b"))
         eu1 = await pods.enter_async_context(eu_agent(w, tmp_path, pod="eu-agent-1"))
         await until(w.dns_port, us_all, timeout=10)
@@ -146,14 +146,14 @@ async def test_an_agent_restart_never_drops_a_healthy_endpoint(
         # us-east's leader pod restarts (a DaemonSet rolling update): node-b takes over.
         a1.stop.set()
         await a1.task
-        await eventually(b.source.reporting, timeout=2)
+        await eventually(b.source.reporting)
         a2 = await pods.enter_async_context(us_agent(w, tmp_path, "node-a", pod="agent-a-2"))
-        await eventually(a2.source.ready, timeout=5)
+        await eventually(a2.source.ready)
         # eu-west's only pod restarts: nobody reports meanwhile, the registry lease holds.
         eu1.stop.set()
         await eu1.task
         eu2 = await pods.enter_async_context(eu_agent(w, tmp_path, pod="eu-agent-2"))
-        await eventually(lambda: eu2.agent.reports >= 1, timeout=5)
+        await eventually(lambda: eu2.agent.reports >= 1)
         await asyncio.sleep(0.5)
         stop.set()
         await watcher
