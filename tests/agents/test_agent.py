@@ -122,10 +122,10 @@ async def test_registry_heals_after_redis_restarts_empty(own_redis: RedisProcess
         own_redis.kill()
         await asyncio.sleep(heartbeat * 2)  # the agent keeps its state while Redis is away
         own_redis.start()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        # The next heartbeat finds its lease gone and the agent sends its whole state
+        # again: the registry heals by a new report (how soon is the schedule's
+        # fake-clock tests' business, not this one's).
         await eventually(lambda: endpoints(api))
-        assert loop.time() - started <= heartbeat + 0.5
         assert agent.reports > reports
 
 
