@@ -57,27 +57,49 @@ async def test_spillover_moves_once_and_comes_back_without_flapping(redis_url: s
         await post("eu-west-prod", "10.2.0")
         await eventually(lambda: _is(side, "eu"))
 
-        seen: list[str] = [await side()]  # before the first flap
         flapped = asyncio.Event()
 
-        async def watch() -> None:
-            while not flapped.is_set():
-                seen.append(await side())
-                await asyncio.sleep(0.03)
+        async def keep_alive() -> None:
+            # Leases last 6 s and this test longer, however slow the machine: us-east
+            # (the spill target) reports all along, eu-west (healthy) once it stopped
+            # flapping. Else Europe could come "back" because us-east expired, or never,
+            # because eu-west did.
+            while True:
+                await asyncio.sleep(0.5)
+                await post("us-east-prod", "10.1.0")
+                if flapped.is_set():
+                    await post("eu-west-prod", "10.2.0")
 
-        async def flap() -> None:
-            for i in range(16):  # the second EU endpoint alternates every 0.2 s
-                await post("eu-west-prod", "10.2.0", healthy=i % 2 == 1)
-                await asyncio.sleep(0.2)
-            await post("eu-west-prod", "10.2.0", healthy=True)
-            flapped.set()
+        alive = asyncio.create_task(keep_alive())
+        try:
+            await _flap_and_return(post, side, flapped)
+        finally:
+            alive.cancel()
+            await asyncio.gather(alive, return_exceptions=True)
 
-        await asyncio.gather(flap(), watch())
-        changes = [b for a, b in itertools.pairwise(seen) if a != b]
-        assert seen[0] == "eu" and changes == ["us"], f"answers flapped: {changes}"
-        # Steady capacity for spill_hold_s brings Europe back, once: it stays.
-        await eventually(lambda: _is(side, "eu"))
-        assert [await side() for _ in range(20)] == ["eu"] * 20
+
+async def _flap_and_return(post: Any, side: Any, flapped: asyncio.Event) -> None:
+    """Europe's capacity flaps; its clients move to us-east once, and back once."""
+    seen: list[str] = [await side()]  # before the first flap
+
+    async def watch() -> None:
+        while not flapped.is_set():
+            seen.append(await side())
+            await asyncio.sleep(0.03)
+
+    async def flap() -> None:
+        for i in range(16):  # the second EU endpoint alternates every 0.2 s
+            await post("eu-west-prod", "10.2.0", healthy=i % 2 == 1)
+            await asyncio.sleep(0.2)
+        await post("eu-west-prod", "10.2.0", healthy=True)
+        flapped.set()
+
+    await asyncio.gather(flap(), watch())
+    changes = [b for a, b in itertools.pairwise(seen) if a != b]
+    assert seen[0] == "eu" and changes == ["us"], f"answers flapped: {changes}"
+    # Steady capacity for spill_hold_s brings Europe back, once: it stays.
+    await eventually(lambda: _is(side, "eu"))
+    assert [await side() for _ in range(20)] == ["eu"] * 20
 
 
 async def _is(side: Any, wanted: str) -> bool:
