@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.devmode import NAME, Dev, a_records, dig, registered, start_dev, until
+from tests.devmode import HANG_GUARD_S, NAME, Dev, a_records, dig, moves, registered, start_dev
 
 pytestmark = pytest.mark.e2e
 
@@ -53,32 +53,37 @@ def test_negative_answers_and_refusals(dev: Dev) -> None:
     assert refused.status == "REFUSED" and "aa" not in refused.flags
 
 
-def test_drain_moves_europe_within_a_second(dev: Dev) -> None:
+# The two failover tests print how long each move took (run with -s); they assert that
+# European clients move to us-east and back. A drain is one registry write: the answer
+# moves straight. An outage is seen by probes, endpoint by endpoint (recovery may see
+# one listener up a probe round before the next), so it may pass through part of a set.
+
+
+def test_drain_moves_europe_and_undrain_brings_it_back(dev: Dev) -> None:
     europe = registered(dev, "eu-west-prod")
     us = registered(dev, "us-east-prod")
     assert a_records(dig(dev, NAME, source="127.0.2.1")) == europe
     dev.cli("drain", "eu-west-prod", "--reason", "e2e test")
-    shift = until(lambda: a_records(dig(dev, NAME, source="127.0.2.1")) == us, 1.0)
+    shift = moves(dev, "127.0.2.1", europe, us)
     dev.cli("undrain", "eu-west-prod")
-    back = until(lambda: a_records(dig(dev, NAME, source="127.0.2.1")) == europe, 1.0)
+    back = moves(dev, "127.0.2.1", us, europe)
     print(f"drain shift {shift:.3f}s, undrain {back:.3f}s")
 
 
-def test_outage_moves_europe_within_fall_time_plus_one_second(dev: Dev) -> None:
+def test_outage_moves_europe_and_recovery_brings_it_back(dev: Dev) -> None:
     europe = registered(dev, "eu-west-prod")
     us = registered(dev, "us-east-prod")
-    fall_time = 2 * 0.5  # fall=2 probes, 0.5 s apart (deploy/examples/static)
+    assert a_records(dig(dev, NAME, source="127.0.2.1")) == europe
     dev.cli("dev", "outage", "eu-west-prod")
-    shift = until(lambda: a_records(dig(dev, NAME, source="127.0.2.1")) == us, fall_time + 1)
+    shift = moves(dev, "127.0.2.1", europe, us, straight=False)
     dev.cli("dev", "recover", "eu-west-prod")
-    back = until(lambda: a_records(dig(dev, NAME, source="127.0.2.1")) == europe, 2 * 0.5 + 1)
+    back = moves(dev, "127.0.2.1", us, europe, straight=False)
     print(f"outage shift {shift:.3f}s, recovery {back:.3f}s")
 
 
 def test_killing_valkey_breaks_nothing(dev: Dev) -> None:
     europe = registered(dev, "eu-west-prod")
     old_pid = dev.state["redis_pid"]
-    heartbeat = 2.0
 
     def whole() -> bool:
         try:
@@ -91,7 +96,10 @@ def test_killing_valkey_breaks_nothing(dev: Dev) -> None:
     killed = time.monotonic()
     restarted = healed = None
     statuses = set()
-    while healed is None or time.monotonic() - killed < 3:
+    after_healed = 0
+    # Ask all through the outage, and 20 times more once the registry is whole again:
+    # every answer is Europe's. Times are printed (-s), never asserted.
+    while after_healed < 20:
         result = dig(dev, NAME, source="127.0.2.1")
         statuses.add(result.status)
         assert a_records(result) == europe
@@ -99,11 +107,13 @@ def test_killing_valkey_breaks_nothing(dev: Dev) -> None:
         if restarted is None:
             if json.loads(dev.state_file.read_text())["redis_pid"] != old_pid:
                 restarted = now
-        elif healed is None and whole():
-            healed = now
-        assert now - killed < 10, "the registry did not heal"
+        elif healed is None:
+            if whole():
+                healed = now
+        else:
+            after_healed += 1
+        assert now - killed < HANG_GUARD_S, "the registry did not heal (hang guard)"
     assert statuses == {"NOERROR"}
     assert restarted is not None and healed is not None
     back, whole_after = restarted - killed, healed - restarted
     print(f"valkey back after {back:.3f}s, registry whole {whole_after:.3f}s later")
-    assert healed - restarted <= heartbeat + 0.3

@@ -103,7 +103,7 @@ async def test_probe_verdicts_reach_the_registry(redis_url: str) -> None:
             found = await endpoints(api)
             return found and not found[ADDRESSES[1]]["healthy"] and found
 
-        found = await eventually(second_down, timeout=2.0)
+        found = await eventually(second_down)
         assert found[ADDRESSES[0]]["healthy"]
         assert found[ADDRESSES[1]]["reasons"][0].startswith("probe failing: tcp")
         assert agent.heartbeats >= 0
@@ -122,10 +122,10 @@ async def test_registry_heals_after_redis_restarts_empty(own_redis: RedisProcess
         own_redis.kill()
         await asyncio.sleep(heartbeat * 2)  # the agent keeps its state while Redis is away
         own_redis.start()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await eventually(lambda: endpoints(api), timeout=heartbeat * 4)
-        assert loop.time() - started <= heartbeat + 0.5
+        # The next heartbeat finds its lease gone and the agent sends its whole state
+        # again: the registry heals by a new report (how soon is the schedule's
+        # fake-clock tests' business, not this one's).
+        await eventually(lambda: endpoints(api))
         assert agent.reports > reports
 
 
@@ -145,6 +145,6 @@ async def test_a_burst_of_changes_is_one_report(redis_url: str) -> None:
             found = await endpoints(api)
             return bool(found) and not any(e["healthy"] for e in found.values())
 
-        await eventually(all_down, timeout=2.0)
+        await eventually(all_down)
         # Both endpoints fell in the same probe round: one report, not two.
         assert agent.reports == before + 1

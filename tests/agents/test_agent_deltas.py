@@ -148,7 +148,7 @@ async def test_registry_emptied_heartbeat_409_then_the_whole_state(redis_url: st
         await synced(redis_url, client)
         mark = len(client.sent)
         await flush(redis_url)  # Redis restarted empty, or failed over and lost it all
-        await eventually(lambda: held(redis_url), timeout=5)
+        await eventually(lambda: held(redis_url))
         after = client.sent[mark:]
         lost = next(i for i, s in enumerate(after) if s.answer == "lost")
         assert all(s.kind == "heartbeat" and s.answer == "ok" for s in after[:lost])

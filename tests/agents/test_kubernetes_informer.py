@@ -89,12 +89,12 @@ async def test_resume_from_a_bookmark_after_a_clean_timeout(tmp_path: Path) -> N
             slice_rv = informer.resource_version
             for _ in range(5):
                 server.store.touch()  # other objects move the global resourceVersion
-            await eventually(lambda: informer.stats.bookmarks >= 1, timeout=3)
+            await eventually(lambda: informer.stats.bookmarks >= 1)
             assert informer.resource_version != slice_rv
             # The history before the bookmark is compacted away: resuming from the
             # slice's own resourceVersion would now be a 410 and a relist.
             server.store.compact()
-            await eventually(lambda: len(server.watches("endpointslices")) >= 2, timeout=3)
+            await eventually(lambda: len(server.watches("endpointslices")) >= 2)
             k8s.apply(server.store, svc, pods(3))
             await eventually(lambda: "10.1.0.3" in addresses(informer))
             assert informer.stats.expired == 0 and informer.stats.lists == 1
@@ -142,7 +142,7 @@ async def test_dropped_connections_and_errors_back_off_and_rewatch(tmp_path: Pat
             server.drop_watches()
             k8s.apply(server.store, svc, pods(2))
             cut = asyncio.get_running_loop().time()
-            await eventually(lambda: "10.1.0.2" in addresses(informer), timeout=5)
+            await eventually(lambda: "10.1.0.2" in addresses(informer))
             assert asyncio.get_running_loop().time() - cut >= 1.0  # Retry-After honoured
             assert informer.stats.errors == 4  # the cut stream, 500, 500, 429
             assert informer.stats.lists == 1  # re-watched from where it was, no relist
@@ -156,9 +156,9 @@ async def test_a_silent_watch_is_ended_by_the_read_timeout(tmp_path: Path) -> No
             await eventually(lambda: server.open_watches == 1)
             server.stalled = True
             k8s.apply(server.store, svc, pods(2))
-            await eventually(lambda: informer.stats.errors >= 1, timeout=3)
+            await eventually(lambda: informer.stats.errors >= 1)
             server.stalled = False
-            await eventually(lambda: "10.1.0.2" in addresses(informer), timeout=3)
+            await eventually(lambda: "10.1.0.2" in addresses(informer))
             assert informer.stats.lists == 1
 
 

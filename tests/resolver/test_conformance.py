@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 from collections.abc import Iterator
 
 import dns.edns
@@ -36,18 +35,29 @@ def server() -> Iterator[Running]:
         yield running
 
 
-def udp(server: Running, wire: bytes, timeout: float = 0.5) -> bytes | None:
+def udp(server: Running, wire: bytes) -> bytes:
+    """The reply to ``wire``; the timeout is only a hang guard (RRL is off here)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
+        sock.settimeout(10)
         sock.sendto(wire, ("127.0.0.1", server.port))
-        try:
-            return sock.recv(65535)
-        except TimeoutError:
-            return None
+        return sock.recv(65535)
+
+
+def unanswered(server: Running, wire: bytes) -> bool:
+    """Whether ``wire`` gets no reply, told by order rather than by a timeout: a normal
+    query sent right after it on the same socket must be the first one answered."""
+    probe = dns.message.make_query(API, "A")
+    probe.id = 0x4321
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(wire, ("127.0.0.1", server.port))
+        sock.sendto(probe.to_wire(), ("127.0.0.1", server.port))
+        first = dns.message.from_wire(sock.recv(65535))
+    return first.id == probe.id and bool(first.flags & dns.flags.QR)
 
 
 def tcp(server: Running, wire: bytes) -> bytes | None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(len(wire).to_bytes(2, "big") + wire)
         head = sock.recv(2)
         if len(head) < 2:
@@ -226,7 +236,7 @@ def test_row20_tc_in_query_is_ignored(server: Running) -> None:
 
 
 def test_row21_responses_are_never_answered(server: Running) -> None:
-    assert udp(server, query(flags=dns.flags.QR)) is None
+    assert unanswered(server, query(flags=dns.flags.QR))
 
 
 @pytest.mark.parametrize("opcode", [1, 2, 3, 4, 5, 6, 15])
@@ -297,7 +307,7 @@ def test_rows28_to_38_malformed_is_formerr(server: Running, wire: bytes, transpo
 
 @pytest.mark.parametrize("wire", [b"", b"\x12\x34\x00\x00\x00"])
 def test_row30_runts_are_dropped(server: Running, wire: bytes) -> None:
-    assert udp(server, wire) is None
+    assert unanswered(server, wire)
 
 
 def test_row39_binary_label_is_legal(server: Running) -> None:
@@ -499,7 +509,7 @@ def test_row64_scope_zero_when_location_does_not_matter(
 
 def test_row66_pipelined(server: Running) -> None:
     wires = [query(f"n{i}.{ZONE}") for i in range(2)]
-    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"".join(len(w).to_bytes(2, "big") + w for w in wires))
         stream = sock.makefile("rb")
         replies = []
@@ -510,17 +520,21 @@ def test_row66_pipelined(server: Running) -> None:
 
 
 def test_row67_zero_length_closes(server: Running) -> None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"\x00\x00")
         assert sock.recv(10) == b""
 
 
-def test_row68_stalled_message_is_cut_off(server: Running) -> None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=6) as sock:
-        started = time.monotonic()
+def test_row68_stalled_message_is_cut_off() -> None:
+    # The idle timeout is made far longer than the hang guard, so a connection that
+    # closes can only have been cut off by the read timeout, inside the message: which
+    # timer fired is shown by the outcome, not by timing the close.
+    with (
+        running_server(tcp_idle_timeout_s=3600, tcp_read_timeout_s=0.5) as stalled,
+        socket.create_connection(("127.0.0.1", stalled.port), timeout=30) as sock,
+    ):
         sock.sendall(b"\x00\x40" + b"\x00" * 10)
         assert sock.recv(10) == b""
-        assert time.monotonic() - started < 3.5
 
 
 def test_keepalive_over_tcp_is_answered(server: Running) -> None:

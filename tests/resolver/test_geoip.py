@@ -88,7 +88,7 @@ async def test_ecs_from_a_geoip_located_subnet(redis_url: str, database: Path) -
                 "A",
                 options=[dns.edns.ECSOption("192.0.2.0", 24)],
             )
-            return dns.query.udp(q, "127.0.0.1", port=bound.dns_port, timeout=2)
+            return dns.query.udp(q, "127.0.0.1", port=bound.dns_port, timeout=10)
 
         async def europe() -> bool:
             reply = await asyncio.to_thread(ask)

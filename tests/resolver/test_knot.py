@@ -300,7 +300,7 @@ async def knot_serving(process: subprocess.Popen[bytes], port: int, serial: int,
         return bool(reply.answer) and reply.answer[0][0].serial == serial
 
     try:
-        await eventually(loaded, timeout=15, interval=0.1)
+        await eventually(loaded, interval=0.1)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nknotd log:\n{_read(log)}") from None
 
