@@ -24,10 +24,12 @@ from pydantic import ValidationError
 
 from registry import drains, views
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
+from registry.journal import Journal
 from registry.model import Drain, Heartbeat, PolicyOverride, Report, content_hash, is_label
 from registry.settings import RegistrySettings
-from registry.store import Store
+from registry.store import Decided, Store
 from registry.topology import Topology, describe
+from registry.upkeep import Upkeep
 
 log = structlog.get_logger("registry.api")
 
@@ -79,9 +81,16 @@ class Metrics:
             "requests that failed on Redis",
             registry=self.registry,
         )
+        self.decisions_restored = Counter(
+            "globaldns_registry_decisions_restored",
+            "operator decisions (drains, overrides, their clearing) written back to a Redis "
+            "that had lost them",
+            registry=self.registry,
+        )
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+JOURNAL: web.AppKey[Journal] = web.AppKey("journal", Journal)
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
 
@@ -381,18 +390,27 @@ async def _drain(request: web.Request, clusters: list[str], label: str) -> web.R
     reason = asked.reason or ""
     for cluster in clusters:
         drain = Drain(reason=reason, by=asked.by)
-        result["generation"] = await store.set_drain(cluster, drain)
+        result["generation"] = (await _decided(request, store.set_drain(cluster, drain))).generation
     log.info("drained", clusters=clusters, reason=reason, by=asked.by, forced=bool(stranded))
     return web.json_response({**result, "state": "draining"})
 
 
 async def _undrain(request: web.Request, clusters: list[str]) -> web.Response:
     require_admin(request)
-    cleared = [c for c in clusters if await request.app[STORE].clear_drain(c)]
+    store = request.app[STORE]
+    cleared = [c for c in clusters if (await _decided(request, store.clear_drain(c))).existed]
     log.info("undrained", clusters=clusters, were_drained=cleared)
     return web.json_response(
         {"clusters": clusters, "state": "active", "was_drained": bool(cleared), "cleared": cleared}
     )
+
+
+async def _decided(request: web.Request, deciding: Awaitable[Decided]) -> Decided:
+    """Make an operator decision, then keep it in this replica's journal (which puts it
+    back if Redis loses it) before answering."""
+    done = await deciding
+    await request.app[JOURNAL].record([done.decision])
+    return done
 
 
 async def post_drain(request: web.Request) -> web.Response:
@@ -429,7 +447,7 @@ async def put_policy(request: web.Request) -> web.Response:
         if isinstance(exc, ValidationError):
             return _invalid(exc)
         return error(400, "body must be an object with 'policy'")
-    generation = await request.app[STORE].set_policy(key, override)
+    generation = (await _decided(request, request.app[STORE].set_policy(key, override))).generation
     log.info("policy override set", service=key, kind=override.policy.kind, by=override.by)
     return web.json_response({"service": key, "generation": generation, **override.model_dump()})
 
@@ -437,7 +455,7 @@ async def put_policy(request: web.Request) -> web.Response:
 async def delete_policy(request: web.Request) -> web.Response:
     require_admin(request)
     key = f"{request.match_info['namespace']}/{request.match_info['name']}"
-    existed = await request.app[STORE].clear_policy(key)
+    existed = (await _decided(request, request.app[STORE].clear_policy(key))).existed
     return web.json_response({"service": key, "was_overridden": existed})
 
 
@@ -481,13 +499,23 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[TOPOLOGY] = topology
     app[STORE] = store
     app[METRICS] = Metrics()
+    app[JOURNAL] = Journal(settings.state_dir)
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:
         app[HTTP] = aiohttp.ClientSession()
         yield
         await app[HTTP].close()
 
+    async def upkeep(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        keeper = Upkeep(store, app[JOURNAL], on_restored=app[METRICS].decisions_restored.inc)
+        task = asyncio.create_task(keeper.run(stop), name="registry-upkeep")
+        yield
+        stop.set()
+        await task
+
     app.cleanup_ctx.append(http_client)
+    app.cleanup_ctx.append(upkeep)
     app.router.add_post("/v1/reports", post_report)
     app.router.add_post("/v1/heartbeats", post_heartbeat)
     app.router.add_get("/v1/clusters", get_clusters)

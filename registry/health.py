@@ -8,11 +8,17 @@ Lease freshness is judged against a ``now`` that the caller chooses. The registr
 passes the Redis server's clock; the resolver passes the Redis time of its *last
 successful sync*, so that a resolver cut off from Redis keeps its last picture instead
 of watching every lease expire.
+
+A lease also does not run out for a time the control plane could not take heartbeats
+(an :class:`Outage`: Redis unreachable, the registry silent, or most clusters going
+stale at once): a lease that was fresh when the outage began is held while it lasts and
+runs a whole TTL from its end, as Kubernetes' node lifecycle controller gives every node
+a fresh grace period after its own outage instead of evicting the world.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from registry.model import Drain, Policy
@@ -26,6 +32,35 @@ class Verdict:
     standby: bool = False
     """Serving and terminating, and nothing else wrong: given out only when no endpoint
     of the service is healthy anywhere (as kube-proxy does)."""
+
+
+HELD_MS = 1 << 62
+"""The effective last-seen time of a lease held by an outage still going on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A time the control plane could not take heartbeats (ms, Redis clock)."""
+
+    start_ms: int
+    end_ms: int | None
+    """None: still going on."""
+    cause: str
+
+
+def effective_last_seen(last_seen_ms: int, lease_ttl_ms: int, outages: Iterable[Outage]) -> int:
+    """The heartbeat time a lease is judged by, once the control plane's outages (in order
+    of their start) are forgiven: a lease fresh when one began is held while it lasts
+    (:data:`HELD_MS`) and counts as renewed at its end."""
+    if last_seen_ms <= 0:
+        return last_seen_ms
+    for outage in outages:
+        if last_seen_ms + lease_ttl_ms < outage.start_ms:
+            continue  # already stale when the control plane failed: its own fault
+        if outage.end_ms is None:
+            return HELD_MS
+        last_seen_ms = max(last_seen_ms, outage.end_ms)
+    return last_seen_ms
 
 
 def lease_age_ms(last_seen_ms: int, now_ms: int) -> int:

@@ -19,6 +19,13 @@ key                            type    holds
                                        the same MULTI as the record, read to resync cheaply
 ``gdns:drains``                hash    ``<cluster>`` → the drain (JSON): survives reports
 ``gdns:policies``              hash    ``<namespace>/<name>`` → an operator's policy (JSON)
+``gdns:decisions``             hash    ``drain:<c>`` / ``policy:<ns>/<name>`` → the revision of
+                                       the latest operator decision on it, cleared ones
+                                       included (:mod:`registry.decisions`)
+``gdns:decisions:rev``         string  the newest of those revisions
+``gdns:registry``              hash    ``alive_ms``: the Redis time a registry replica last
+                                       wrote (once a second): whether anyone is taking
+                                       heartbeats (:mod:`resolver.outages`)
 =============================  ======  =====================================================
 
 Change-stream kinds: ``services`` (the ``keys`` of ``cluster`` were upserted or removed:
@@ -34,6 +41,9 @@ CHANGES = PREFIX + "chg"
 CLUSTERS = PREFIX + "clusters"
 DRAINS = PREFIX + "drains"
 POLICIES = PREFIX + "policies"
+REGISTRY = PREFIX + "registry"
+DECISIONS = PREFIX + "decisions"
+DECISIONS_REV = PREFIX + "decisions:rev"
 
 STREAM_MAXLEN = 10_000
 MAX_KEYS_PER_CHANGE = 64

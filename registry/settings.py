@@ -53,6 +53,12 @@ class RegistrySettings(BaseSettings):
     max_clusters: int = Field(
         default=MAX_CLUSTERS, ge=1, description="clusters the topology may list"
     )
+    state_dir: Path | None = Field(
+        default=None,
+        description="where operator decisions (drains, overrides) are journaled, on a "
+        "persistent volume: a Redis that loses its data gets them back from here. None: "
+        "kept in this process's memory only (they survive Redis, not a registry restart)",
+    )
     resolver_url: str | None = Field(
         default=None, description="a resolver's HTTP base URL, asked by GET /v1/explain"
     )

@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from registry import keys
+from registry.decisions import Decision, drain_subject, policy_subject
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.model import (
     ClusterState,
@@ -79,6 +80,18 @@ class Written:
 
 
 @dataclass(frozen=True, slots=True)
+class Decided:
+    """What an operator decision did: the decision as stored, the new generation,
+    whether its subject had a value before, and whether it was applied (a restore
+    over a newer revision is not)."""
+
+    decision: Decision
+    generation: int
+    existed: bool
+    applied: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Meta:
     """A cluster's region, the seq of the report held, and its lease (Redis ms)."""
 
@@ -96,6 +109,8 @@ class Leases:
     now_ms: int
     generation: int
     last_seen_ms: Mapping[str, int]
+    registry_alive_ms: int | None = None
+    """When a registry replica last said it was taking heartbeats (None: none ever has)."""
 
 
 def connect(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
@@ -120,6 +135,8 @@ class Store:
         # the fence where replies become models, so it handles them as Any.
         self.redis: Any = redis
         self._write = self.redis.register_script(_WRITE_REPORT)
+        self._beacon = self.redis.register_script(_BEACON)
+        self._decide_script = self.redis.register_script(_DECIDE)
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -229,6 +246,10 @@ class Store:
 
         return await self._call(work)
 
+    async def beacon(self) -> None:
+        """Say that this registry is taking heartbeats, in Redis time (once a second)."""
+        await self._call(lambda: self._beacon(keys=[keys.REGISTRY]))
+
     async def heartbeat(self, cluster: str, seq: int) -> bool:
         """Renew ``cluster``'s lease if the registry holds the report ``seq``.
 
@@ -246,51 +267,81 @@ class Store:
 
         return await self._call(work)
 
-    async def set_drain(self, cluster: str, drain: Drain) -> int:
-        async def work() -> int:
-            at = drain.model_copy(update={"at_ms": await self.time_ms()})
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.DRAINS, cluster, at.model_dump_json())
-                pipe.incr(keys.GENERATION)
-                _append_change(pipe, {"cluster": cluster, "kind": "drain"})
-                result = await pipe.execute()
-            return int(result[1])
+    async def set_drain(self, cluster: str, drain: Drain) -> Decided:
+        stamped = drain.model_copy(update={"at_ms": await self.time_ms()})
+        return await self._decide(drain_subject(cluster), stamped.model_dump_json())
+
+    async def clear_drain(self, cluster: str) -> Decided:
+        return await self._decide(drain_subject(cluster), None)
+
+    async def set_policy(self, service: str, override: PolicyOverride) -> Decided:
+        stamped = override.model_copy(update={"at_ms": await self.time_ms()})
+        return await self._decide(policy_subject(service), stamped.model_dump_json())
+
+    async def clear_policy(self, service: str) -> Decided:
+        return await self._decide(policy_subject(service), None)
+
+    async def restore(self, decisions: Iterable[Decision]) -> list[Decision]:
+        """Write back decisions Redis lost, each only if Redis holds nothing newer for its
+        subject; returns those written."""
+        written = []
+        for decision in decisions:
+            done = await self._decide(decision.subject, decision.value, rev=decision.rev)
+            if done.applied:
+                written.append(decision)
+        return written
+
+    async def _decide(self, subject: str, value: str | None, *, rev: int = 0) -> Decided:
+        """One decision in one script: the value, its revision, the generation and a
+        change-stream entry. ``rev`` 0: a new decision (Redis time, above every revision
+        held); else a restored one, applied only over an older revision."""
+        kind, _, target = subject.partition(":")
+        if kind == "drain":
+            where, stream = (
+                keys.DRAINS,
+                ["cluster", target, "kind", "drain" if value else "undrain"],
+            )
+        else:
+            where, stream = keys.POLICIES, ["cluster", "", "kind", "policy", "keys", target]
+
+        async def work() -> Decided:
+            reply = await self._decide_script(
+                keys=[keys.DECISIONS, where, keys.DECISIONS_REV, keys.GENERATION, keys.CHANGES],
+                args=[subject, target, value or "", rev, keys.STREAM_MAXLEN, *stream],
+            )
+            applied, made, generation, existed = (int(x) for x in reply)
+            return Decided(Decision(subject, made, value), generation, bool(existed), bool(applied))
 
         return await self._call(work)
 
-    async def clear_drain(self, cluster: str) -> bool:
-        """Returns whether there was a drain to clear."""
+    async def decisions_rev(self) -> int:
+        """The newest revision of any decision Redis holds (0: none)."""
+        return _int(await self._call(lambda: self.redis.get(keys.DECISIONS_REV)))
 
-        async def work() -> bool:
+    async def decisions(self) -> dict[str, Decision]:
+        """Every decision Redis holds, cleared ones included, by subject."""
+
+        async def work() -> dict[str, Decision]:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.DRAINS, cluster)
-                pipe.incr(keys.GENERATION)
-                _append_change(pipe, {"cluster": cluster, "kind": "undrain"})
-                result = await pipe.execute()
-            return bool(result[0])
+                pipe.hgetall(keys.DECISIONS)
+                pipe.hgetall(keys.DRAINS)
+                pipe.hgetall(keys.POLICIES)
+                revs, drains, policies = await pipe.execute()
+            return _decisions(revs, drains, policies)
 
         return await self._call(work)
 
-    async def set_policy(self, service: str, override: PolicyOverride) -> int:
-        async def work() -> int:
-            stamped = override.model_copy(update={"at_ms": await self.time_ms()})
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.POLICIES, service, stamped.model_dump_json())
-                pipe.incr(keys.GENERATION)
-                _append_change(pipe, {"cluster": "", "kind": "policy", "keys": service})
-                result = await pipe.execute()
-            return int(result[1])
+    async def decision(self, subject: str) -> Decision:
+        """One subject's decision (rev 0 and no value: Redis holds none)."""
+        kind, _, target = subject.partition(":")
+        where = keys.DRAINS if kind == "drain" else keys.POLICIES
 
-        return await self._call(work)
-
-    async def clear_policy(self, service: str) -> bool:
-        async def work() -> bool:
+        async def work() -> Decision:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.POLICIES, service)
-                pipe.incr(keys.GENERATION)
-                _append_change(pipe, {"cluster": "", "kind": "policy", "keys": service})
-                result = await pipe.execute()
-            return bool(result[0])
+                pipe.hget(keys.DECISIONS, subject)
+                pipe.hget(where, target)
+                rev, value = await pipe.execute()
+            return Decision(subject, _int(rev), value)
 
         return await self._call(work)
 
@@ -372,16 +423,18 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for name in asked:
                     pipe.hget(keys.cluster(name), "last_seen_ms")
+                pipe.hget(keys.REGISTRY, "alive_ms")
                 pipe.get(keys.GENERATION)
                 pipe.time()
                 replies: list[Any] = await pipe.execute()
             seconds, micros = replies[-1]
             return Leases(
                 now_ms=int(seconds) * 1000 + int(micros) // 1000,
-                generation=int(replies[-2] or 0),
+                generation=_int(replies[-2]),
                 last_seen_ms={
-                    n: _int(v) for n, v in zip(asked, replies[:-2], strict=True) if v is not None
+                    n: _int(v) for n, v in zip(asked, replies[:-3], strict=True) if v is not None
                 },
+                registry_alive_ms=_int_or_none(replies[-3]),
             )
 
         return await self._call(work)
@@ -569,12 +622,59 @@ return generation
 """
 
 
+_DECIDE = """
+-- One operator decision: set (ARGV[3] not empty) or clear the subject's value, record
+-- its revision (a tombstone when cleared), bump the generation, announce it.
+-- KEYS: decisions, drains or policies, decisions rev, generation, changes
+-- ARGV: subject, field, value, rev (0: new), maxlen, stream fields
+-- Returns {applied, rev, generation, existed}.
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local top = tonumber(redis.call('GET', KEYS[3]) or '0')
+local existed = redis.call('HEXISTS', KEYS[2], ARGV[2])
+local rev = tonumber(ARGV[4])
+if rev == 0 then
+  local now = redis.call('TIME')
+  rev = math.max(now[1] * 1000000 + now[2], top + 1)
+elseif rev <= held then
+  return {0, held, tonumber(redis.call('GET', KEYS[4]) or '0'), existed}
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+else
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+local revs = string.format('%d', rev)
+redis.call('HSET', KEYS[1], ARGV[1], revs)
+if rev > top then
+  redis.call('SET', KEYS[3], revs)
+end
+local generation = redis.call('INCR', KEYS[4])
+local fields = {}
+for j = 6, #ARGV do
+  fields[#fields + 1] = ARGV[j]
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+return {1, revs, generation, existed}
+"""
+
+
+_BEACON = """
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'alive_ms', now[1] * 1000 + math.floor(now[2] / 1000))
+return 1
+"""
+
+
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _int_or_none(raw: str | None) -> int | None:
-    return None if raw is None else int(raw)
+    """A stored integer; a missing or garbled one reads as None."""
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
 
 
 def _change(entry_id: str, fields: Mapping[str, str]) -> Change:
@@ -669,6 +769,35 @@ def _policies(raw: Mapping[str, str]) -> dict[str, PolicyOverride]:
         except ValidationError:
             continue  # unreadable by this version: the annotations apply instead
     return out
+
+
+def _decisions(
+    revs: Mapping[str, str], drains: Mapping[str, str], policies: Mapping[str, str]
+) -> dict[str, Decision]:
+    out = {}
+    for kind, values in (("drain", drains), ("policy", policies)):
+        for target, value in values.items():
+            subject = f"{kind}:{target}"
+            out[subject] = Decision(subject, _int(revs.get(subject)), value)
+    for subject, rev in revs.items():
+        if subject not in out and subject.partition(":")[0] in ("drain", "policy"):
+            out[subject] = Decision(subject, _int(rev), None)
+    return out
+
+
+def parse_drain(raw: str | None) -> Drain | None:
+    """A stored drain; None when cleared or unreadable."""
+    return None if raw is None else _drain(raw)
+
+
+def parse_policy(raw: str | None) -> PolicyOverride | None:
+    """A stored policy override; None when cleared or unreadable by this version."""
+    if raw is None:
+        return None
+    try:
+        return PolicyOverride.model_validate_json(raw)
+    except ValidationError:
+        return None
 
 
 def _drains(raw: Mapping[str, str]) -> dict[str, Drain]:

@@ -128,6 +128,7 @@ def pack(
     return Packed(flags & ~(wire.RD | wire.CD | wire.RA), an, ns_, ar, data[12 + qlen :], ede)
 
 
+EDE_NOT_READY = 14
 EDE_PROHIBITED = 18
 EDE_NOT_AUTHORITATIVE = 20
 EDE_NOT_SUPPORTED = 21

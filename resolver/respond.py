@@ -444,6 +444,21 @@ class Responder:
             if records:
                 return Static((answers.pack(labels, qtype, qclass, answers=records),))
             return self._negative(labels, qtype, qclass, NOERROR)
+        if not self.snapshot.loaded:
+            # Never NXDOMAIN from ignorance: a forwarder would cache it for every name.
+            # SERVFAIL makes it try another resolver (RFC 8914 "Not Ready").
+            return Static(
+                (
+                    answers.pack(
+                        labels,
+                        qtype,
+                        qclass,
+                        rcode=SERVFAIL,
+                        authoritative=False,
+                        ede=answers.EDE_NOT_READY,
+                    ),
+                )
+            )
         srv = self._srv(labels, relative, qtype, qclass)
         if srv is not None:
             return srv

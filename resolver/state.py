@@ -53,6 +53,10 @@ class State:
         self.dirty: set[str] = set()
         self.spill_due: dict[str, int] = {}
         """``<namespace>/<name>`` → when its spill hold runs out (ms, Redis clock)."""
+        self.drains: dict[str, Drain] = {}
+        """cluster → its drain, also for clusters not (yet) reporting."""
+        self.outages: tuple[health.Outage, ...] = ()
+        """Control-plane outages leases are forgiven for (:mod:`resolver.outages`)."""
 
     # -- changes ------------------------------------------------------------------------
 
@@ -60,8 +64,7 @@ class State:
         """A cluster's lease and region (a heartbeat, or what a reload found)."""
         clusters = self.snapshot.clusters
         old = clusters.get(name)
-        drain = old.drain if old is not None else None
-        clusters[name] = ClusterInfo(name, region, seq, last_seen_ms, drain)
+        clusters[name] = ClusterInfo(name, region, seq, last_seen_ms, self.drains.get(name))
         if old is None or old.region != region:
             self.dirty |= self.records.get(name, {}).keys()
         self._judge_cluster(name)
@@ -92,7 +95,9 @@ class State:
             self.dirty.add(key)
         self.totals[cluster] = total
         if cluster not in self.snapshot.clusters:
-            self.snapshot.clusters[cluster] = ClusterInfo(cluster, "unknown")
+            self.snapshot.clusters[cluster] = ClusterInfo(
+                cluster, "unknown", drain=self.drains.get(cluster)
+            )
             self._judge_cluster(cluster)
 
     def drop_cluster(self, name: str) -> None:
@@ -105,11 +110,13 @@ class State:
         self.problems.pop(name, None)
 
     def set_drain(self, cluster: str, drain: Drain | None) -> None:
+        if drain is None:
+            self.drains.pop(cluster, None)
+        else:
+            self.drains[cluster] = drain
         info = self.snapshot.clusters.get(cluster)
-        if info is None:
-            info = ClusterInfo(cluster, "unknown")
-        if info.drain == drain and cluster in self.snapshot.clusters:
-            return
+        if info is None or info.drain == drain:
+            return  # applied when the cluster reports
         self.snapshot.clusters[cluster] = ClusterInfo(
             info.name, info.region, info.seq, info.last_seen_ms, drain
         )
@@ -126,6 +133,10 @@ class State:
         if key in self.holders:
             self.dirty.add(key)
 
+    def set_outages(self, outages: tuple[health.Outage, ...]) -> None:
+        """The control-plane outages to forgive (judged at the next :meth:`advance`)."""
+        self.outages = outages
+
     def advance(self, sync_ms: int) -> None:
         """The sync clock moved on: leases and spill holds are judged at ``sync_ms``."""
         self.snapshot.sync_ms = sync_ms
@@ -138,12 +149,13 @@ class State:
 
     def _judge_cluster(self, name: str) -> None:
         info = self.snapshot.clusters[name]
-        fresh = health.lease_fresh(info.last_seen_ms, self.snapshot.sync_ms, self.lease_ttl_ms)
+        seen = self._last_seen(info)
+        fresh = health.lease_fresh(seen, self.snapshot.sync_ms, self.lease_ttl_ms)
         if fresh != (name in self.snapshot.live):
             live = self.snapshot.live
             self.snapshot.live = live | {name} if fresh else live - {name}
         problems = health.cluster_reasons(
-            last_seen_ms=info.last_seen_ms,
+            last_seen_ms=seen,
             now_ms=self.snapshot.sync_ms,
             lease_ttl_ms=self.lease_ttl_ms,
             drain=info.drain,
@@ -151,6 +163,11 @@ class State:
         if self.problems.get(name) != problems:
             self.problems[name] = problems
             self.dirty |= self.records.get(name, {}).keys()
+
+    def _last_seen(self, info: ClusterInfo) -> int:
+        if not self.outages:
+            return info.last_seen_ms
+        return health.effective_last_seen(info.last_seen_ms, self.lease_ttl_ms, self.outages)
 
     # -- rebuilding ---------------------------------------------------------------------
 
@@ -214,9 +231,9 @@ class State:
     def next_expiry_ms(self) -> int | None:
         """The Redis time at which the next live lease runs out, or a spill hold ends."""
         times = [
-            info.last_seen_ms + self.lease_ttl_ms + 1
+            seen + self.lease_ttl_ms + 1
             for name, info in self.snapshot.clusters.items()
-            if name in self.snapshot.live
+            if name in self.snapshot.live and (seen := self._last_seen(info)) < health.HELD_MS
         ]
         times += self.spill_due.values()
         return min(times) if times else None
@@ -229,9 +246,11 @@ def build(
     sync_ms: int,
     lease_ttl_ms: int,
     policies: Mapping[str, PolicyOverride] | None = None,
+    outages: tuple[health.Outage, ...] = (),
 ) -> Snapshot:
     """A whole snapshot from a registry view, in one go (zone export, tests, benchmarks)."""
     state = State(lease_ttl_ms=lease_ttl_ms)
+    state.set_outages(outages)
     for cluster in clusters:
         state.put_cluster(
             cluster.name,

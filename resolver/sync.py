@@ -28,13 +28,16 @@ import asyncio
 import gc
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import structlog
 
 from registry.aio import sleep_or_stop
+from registry.decisions import Decision, drain_subject, newer, policy_subject
 from registry.errors import StoreError
-from registry.store import Change, Store
+from registry.store import Change, Leases, Store, parse_drain, parse_policy
+from resolver.outages import ControlPlane
 from resolver.snapshot import Snapshot
 from resolver.state import State
 
@@ -57,6 +60,8 @@ class Follower:
         forget_after_ms: int = 3_600_000,
         observe_propagation: Callable[[float], None] | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        expect_clusters: bool = True,
+        mass_expiry_fraction: float = 0.5,
     ) -> None:
         self.store = store
         self.state = State(lease_ttl_ms=lease_ttl_ms)
@@ -74,6 +79,14 @@ class Follower:
         self.syncs = 0
         self.reconciles = 0
         self.published = False
+        self.expect_clusters = expect_clusters
+        """Publish (and so turn ready) only once Redis holds some cluster: an empty
+        registry after a Redis restart is ignorance, not an answer. False when the
+        topology names no cluster (empty by design)."""
+        self.control = ControlPlane(lease_ttl_ms=lease_ttl_ms, mass_fraction=mass_expiry_fraction)
+        self.outage_events: Counter[tuple[str, str]] = Counter()
+        self.decisions: dict[str, Decision] = {}
+        """The operator decisions applied, by subject (with their revisions)."""
         self._redis_offset_ms = 0
         """Redis time minus local monotonic time, to wait for a lease's expiry."""
 
@@ -90,6 +103,7 @@ class Follower:
                 await self._follow(stop)
             except StoreError as exc:
                 self.errors += 1
+                self.control.unreachable(self.state.snapshot.sync_ms)
                 log.warning(
                     "registry unreachable; answering from the last snapshot", error=str(exc)
                 )
@@ -118,15 +132,14 @@ class Follower:
     async def _reconcile(self) -> None:
         start = await self.store.last_change()
         generation, metas = await self.store.metas()
-        drains = await self.store.drains()
-        policies = await self.store.policies()
+        decisions = await self.store.decisions()
         state = self.state
         for name, meta in metas.items():
             state.put_cluster(
                 name, region=meta.region, seq=meta.seq, last_seen_ms=meta.last_seen_ms
             )
         # Judge leases before reading records, so each entry is built once, not twice.
-        state.advance((await self.store.leases()).now_ms)
+        self._judge(await self.store.leases())
         for name, meta in metas.items():
             if meta.total and meta.total == state.total(name):
                 continue  # the same records: nothing to read (the common resync)
@@ -142,14 +155,18 @@ class Follower:
                 "clusters missing from the registry kept until their leases expire",
                 clusters=carried,
             )
-        for name in list(state.snapshot.clusters):
-            state.set_drain(name, drains.get(name))
-        for key in set(state.snapshot.policies) | set(policies):
-            state.set_policy(key, policies.get(key))
+        lost = [s for s in self.decisions if s not in decisions]
+        if lost:
+            log.warning(
+                "operator decisions missing from Redis kept until the registry restores them",
+                decisions=sorted(lost),
+            )
+        for decision in decisions.values():
+            self._decide(decision)
         self.stream_id = start
         self.generation = max(generation, leases.generation)
         self.reconciles += 1
-        await self._settle(leases.now_ms, leases.generation)
+        await self._settle(leases)
 
     async def _reconcile_cluster(self, name: str) -> None:
         digests = await self.store.digests(name)
@@ -198,7 +215,7 @@ class Follower:
                         name, region=info.region, seq=info.seq, last_seen_ms=seen
                     )
             self.generation = max(self.generation, leases.generation)
-            await self._settle(leases.now_ms, leases.generation)
+            await self._settle(leases)
             if self.observe_propagation is not None:
                 now = self.wall_ms()
                 for at in observed:
@@ -222,12 +239,46 @@ class Follower:
             else:
                 await self._reconcile_cluster(change.cluster)
         elif change.kind in ("drain", "undrain"):
-            if change.cluster in state.snapshot.clusters:
-                state.set_drain(change.cluster, await self.store.drain(change.cluster))
+            self._decide(await self.store.decision(drain_subject(change.cluster)))
         elif change.kind == "policy":
             for key in change.keys:
-                state.set_policy(key, await self.store.policy(key))
+                self._decide(await self.store.decision(policy_subject(key)))
         # Unknown kinds (a newer registry) are skipped; the periodic reconcile covers them.
+
+    def _decide(self, decision: Decision) -> None:
+        """Apply an operator decision unless this resolver holds a newer one: a Redis
+        that lost a drain (restarted empty, failed over to a replica that missed it)
+        does not undo it here before the registry writes it back."""
+        if decision.rev == 0 and decision.value is None:
+            return  # Redis holds nothing for it: keep what is held
+        if not newer(decision, self.decisions.get(decision.subject)):
+            return
+        self.decisions[decision.subject] = decision
+        if decision.kind == "drain":
+            self.state.set_drain(decision.target, parse_drain(decision.value))
+        else:
+            self.state.set_policy(decision.target, parse_policy(decision.value))
+
+    def _judge(self, leases: Leases) -> None:
+        """Judge leases at ``leases.now_ms``, forgiving control-plane outages."""
+        last_seen = {n: c.last_seen_ms for n, c in self.state.snapshot.clusters.items()}
+        for change in self.control.observe(leases.now_ms, last_seen, leases.registry_alive_ms):
+            outage = change.outage
+            self.outage_events[(outage.cause, change.event)] += 1
+            if change.event == "began":
+                log.warning(
+                    "control-plane outage: leases held, answering from the last picture",
+                    cause=outage.cause,
+                    since_ms=outage.start_ms,
+                )
+            else:
+                log.warning(
+                    "control-plane outage over: every lease held runs a full TTL from now",
+                    cause=outage.cause,
+                    lasted_s=round(((outage.end_ms or 0) - outage.start_ms) / 1000, 3),
+                )
+        self.state.set_outages(self.control.outages)
+        self.state.advance(leases.now_ms)
 
     def _block_ms(self) -> int:
         """Wake up in time for the next lease expiry or spill hold, else after block_ms."""
@@ -239,17 +290,18 @@ class Follower:
 
     # -- applying -----------------------------------------------------------------------
 
-    async def _settle(self, now_ms: int, generation: int) -> None:
-        """Judge leases at ``now_ms``, rebuild what is dirty, and publish."""
+    async def _settle(self, leases: Leases) -> None:
+        """Judge leases, rebuild what is dirty, and publish once the load is real."""
+        now_ms, generation = leases.now_ms, leases.generation
         self._redis_offset_ms = now_ms - int(time.monotonic() * 1000)
-        self.state.advance(now_ms)
+        self._judge(leases)
         if self.state.snapshot.generation != generation:
             self.state.snapshot.generation = generation
             self.invalidate(("",))  # the apex: its SOA serial is the generation
         await self._rebuild()
         self.last_sync_monotonic = time.monotonic()
         self.syncs += 1
-        if not self.published:
+        if not self.published and (self.state.snapshot.clusters or not self.expect_clusters):
             self.published = True
             self.publish(self.state.snapshot)
 

@@ -85,11 +85,21 @@ async def resolver(redis_url: str, **overrides: Any) -> AsyncIterator[resolver_m
     async with _serving(
         lambda stop, done: resolver_main.serve(settings, stop=stop, started=done)
     ) as bound:
-        await eventually(lambda: _ready(bound.http_port))
+        await eventually(lambda: _synced(bound.http_port))
         yield bound
 
 
-async def _ready(port: int) -> bool:
+async def _synced(port: int) -> bool:
+    """The resolver has read Redis once. Not /readyz: that waits for some cluster to be
+    registered, and many tests start the resolver before anything reports."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/v1/status") as response,
+    ):
+        return response.status == 200 and (await response.json())["last_sync_age_s"] is not None
+
+
+async def ready(port: int) -> bool:
     """What a load balancer checks before it sends queries: /readyz."""
     async with (
         aiohttp.ClientSession() as session,

@@ -7,11 +7,22 @@ import socket
 from typing import Any
 
 import aiohttp
+import dns.edns
 import dns.flags
 import dns.rcode
 
 from globaldns.redis_server import RedisProcess
-from tests.helpers import ADMIN, TOKENS, addresses, aquery, eventually, registry, resolver
+from tests.helpers import (
+    ADMIN,
+    TOKENS,
+    ZONE,
+    addresses,
+    aquery,
+    eventually,
+    ready,
+    registry,
+    resolver,
+)
 
 NAME = "api.production.global.example.com"
 PREFIX = {"us-east-prod": "10.1.0", "eu-west-prod": "10.2.0", "ap-south-prod": "10.3.0"}
@@ -50,16 +61,23 @@ async def test_answers_follow_the_registry(redis_url: str) -> None:
         resolver(redis_url) as bound,
         aiohttp.ClientSession() as s,
     ):
-        async with s.get(f"http://127.0.0.1:{bound.http_port}/readyz") as r:
-            assert r.status == 200
+        # An empty registry is ignorance, not an answer: not ready, and SERVFAIL (so a
+        # forwarder asks another resolver) rather than an NXDOMAIN it would cache.
+        assert not await ready(bound.http_port)
         port = bound.dns_port
-        assert (await aquery(port, NAME)).rcode() == dns.rcode.NXDOMAIN
+        before = await aquery(port, NAME)
+        assert before.rcode() == dns.rcode.SERVFAIL
+        assert [o.code for o in before.options if o.otype == dns.edns.EDE] == [
+            dns.edns.EDECode.NOT_READY
+        ]
         await report_all(s, api)
 
         async def seen() -> bool:
             return bool(addresses(await aquery(port, NAME)))
 
         await eventually(seen)
+        assert await ready(bound.http_port)
+        assert (await aquery(port, f"nope.production.{ZONE}")).rcode() == dns.rcode.NXDOMAIN
         for source, cluster in [
             ("127.0.0.1", "us-east-prod"),
             ("127.0.1.1", "us-east-prod"),
@@ -174,7 +192,8 @@ async def test_tcp_pipelining_and_zero_length(redis_url: str) -> None:
         for q in queries:
             length = int.from_bytes(await reader.readexactly(2), "big")
             reply = dns.message.from_wire(await reader.readexactly(length))
-            assert reply.id == q.id and reply.rcode() == dns.rcode.NXDOMAIN
+            # Nothing registered yet: SERVFAIL, each in its turn.
+            assert reply.id == q.id and reply.rcode() == dns.rcode.SERVFAIL
         writer.write(b"\x00\x00")
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), timeout=30) == b""

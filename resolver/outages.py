@@ -1,0 +1,137 @@
+"""Telling a control-plane outage from clusters going down: pure, driven by the sync loop.
+
+A cluster leaves the answers when its lease runs out: its agents stopped renewing it. But
+the renewal travels agent → registry API → Redis → resolver, and when the middle of that
+path breaks, every lease runs out at once although every cluster is fine. Routing the
+whole world to last-known-good answers (or to nothing) because the registry restarted
+would turn a control-plane hiccup into a data-plane outage. So the resolver recognises
+three kinds of control-plane outage and forgives the leases for their duration (see
+:func:`registry.health.effective_last_seen`):
+
+``redis unreachable``
+    this resolver could not read Redis (down, frozen, restarting, failing over). Its sync
+    time stands still meanwhile, so nothing expires; when it reads again, the leases
+    that were fresh when it lost Redis run a whole TTL from then, giving agents time to
+    renew through a registry that was cut off just as long. Shorter than a heartbeat
+    interval (a third of the TTL), no heartbeat can have been lost: nothing is forgiven.
+``registry silent``
+    every registry replica writes its Redis time into ``gdns:registry`` once a second;
+    when none has for longer than :data:`REGISTRY_GRACE_DIVISOR` of the TTL, nobody is
+    taking heartbeats, and the leases fresh when the registry fell silent are held.
+``most clusters stale at once``
+    more than ``mass_fraction`` of the clusters that were live at the last calm
+    judgement went stale together (a partition between the registry and the clusters,
+    a registry rejecting every agent). The last picture is kept, as Kubernetes' node
+    lifecycle controller stops evicting when a whole zone goes NotReady; the outage ends
+    when enough of them report again, and the rest then get one TTL to do the same.
+
+A single cluster that stops reporting while the others report still leaves the answers
+within the lease TTL: none of the three applies to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from registry.health import Outage, effective_last_seen, lease_fresh
+
+REDIS_UNREACHABLE = "redis unreachable"
+REGISTRY_SILENT = "registry silent"
+MASS_EXPIRY = "most clusters stale at once"
+CAUSES = (REDIS_UNREACHABLE, REGISTRY_SILENT, MASS_EXPIRY)
+
+REGISTRY_GRACE_DIVISOR = 3
+"""The registry is silent when its beacon is older than the lease TTL over this (2 s of
+6 s: two missed beacons, as registries write one a second)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An outage that began or ended at this judgement (for the log and the metrics)."""
+
+    event: str
+    """``began`` or ``ended``."""
+    outage: Outage
+
+
+class ControlPlane:
+    def __init__(self, *, lease_ttl_ms: int, mass_fraction: float = 0.5) -> None:
+        self.lease_ttl_ms = lease_ttl_ms
+        self.mass_fraction = mass_fraction
+        self.min_outage_ms = lease_ttl_ms // 3
+        self.registry_grace_ms = lease_ttl_ms // REGISTRY_GRACE_DIVISOR
+        self._ended: list[Outage] = []
+        self._registry: Outage | None = None
+        self._mass: Outage | None = None
+        self._unreachable_since: int | None = None
+        self._calm_ms: int | None = None
+        """The last judgement at which the mass rule did not hold."""
+
+    @property
+    def outages(self) -> tuple[Outage, ...]:
+        """Every outage that still affects some lease, in order of start."""
+        ongoing = [o for o in (self._registry, self._mass) if o is not None]
+        return tuple(sorted(self._ended + ongoing, key=lambda o: o.start_ms))
+
+    @property
+    def ongoing(self) -> tuple[Outage, ...]:
+        return tuple(o for o in (self._registry, self._mass) if o is not None)
+
+    def unreachable(self, last_sync_ms: int) -> None:
+        """This resolver failed to read Redis; its picture is as of ``last_sync_ms``."""
+        if self._unreachable_since is None and last_sync_ms > 0:
+            self._unreachable_since = last_sync_ms
+
+    def observe(
+        self, now_ms: int, last_seen: Mapping[str, int], registry_alive_ms: int | None
+    ) -> list[Transition]:
+        """A successful read at ``now_ms`` (Redis clock): every cluster's last heartbeat
+        and the registry's beacon (None: no registry has written one)."""
+        events: list[Transition] = []
+        if self._unreachable_since is not None:
+            start, self._unreachable_since = self._unreachable_since, None
+            if now_ms - start >= self.min_outage_ms:
+                ended = Outage(start, now_ms, REDIS_UNREACHABLE)
+                self._ended.append(ended)
+                events.append(Transition("ended", ended))
+        if registry_alive_ms is not None:
+            silent = now_ms - registry_alive_ms > self.registry_grace_ms
+            if silent and self._registry is None:
+                self._registry = Outage(registry_alive_ms, None, REGISTRY_SILENT)
+                events.append(Transition("began", self._registry))
+            elif not silent and self._registry is not None:
+                events += self._end("_registry", now_ms)
+        events += self._judge_mass(now_ms, last_seen)
+        self._ended = [o for o in self._ended if (o.end_ms or 0) + self.lease_ttl_ms >= now_ms]
+        return events
+
+    def _judge_mass(self, now_ms: int, last_seen: Mapping[str, int]) -> list[Transition]:
+        calm = self._mass.start_ms if self._mass is not None else self._calm_ms
+        if calm is None:
+            self._calm_ms = now_ms
+            return []
+        forgiven = [o for o in self.outages if o is not self._mass]
+        ttl = self.lease_ttl_ms
+
+        def fresh_at(at: int, seen: int) -> bool:
+            return lease_fresh(effective_last_seen(seen, ttl, forgiven), at, ttl)
+
+        were_live = [seen for seen in last_seen.values() if fresh_at(calm, seen)]
+        stale = sum(1 for seen in were_live if not fresh_at(now_ms, seen))
+        mass = len(were_live) >= 2 and stale > self.mass_fraction * len(were_live)
+        if mass and self._mass is None:
+            self._mass = Outage(calm, None, MASS_EXPIRY)
+            return [Transition("began", self._mass)]
+        if not mass:
+            self._calm_ms = now_ms
+            if self._mass is not None:
+                return self._end("_mass", now_ms)
+        return []
+
+    def _end(self, which: str, now_ms: int) -> list[Transition]:
+        outage: Outage = getattr(self, which)
+        setattr(self, which, None)
+        ended = Outage(outage.start_ms, now_ms, outage.cause)
+        self._ended.append(ended)
+        return [Transition("ended", ended)]
