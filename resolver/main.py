@@ -102,6 +102,10 @@ def http_app(
                 "live_clusters": sorted(snap.live),
                 "last_sync_age_s": round(age, 3) if age is not None else None,
                 "sync_errors": follower.errors,
+                "reconciles": follower.reconciles,
+                "control_plane_outages": [
+                    {"cause": o.cause, "since_ms": o.start_ms} for o in follower.control.ongoing
+                ],
                 "stats": dict(responder.stats),
             }
         )

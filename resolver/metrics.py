@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from resolver.outages import CAUSES
 from resolver.respond import Responder
 from resolver.sync import Follower
 
@@ -92,6 +93,23 @@ class ResolverCollector(Collector):
         yield CounterMetricFamily(
             "globaldns_resolver_sync_errors", "failed registry reads", value=self.follower.errors
         )
+        ongoing = GaugeMetricFamily(
+            "globaldns_resolver_control_plane_outage",
+            "1 while leases are held because the control plane cannot take heartbeats, by cause",
+            labels=["cause"],
+        )
+        held = {o.cause for o in self.follower.control.ongoing}
+        for cause in CAUSES:
+            ongoing.add_metric([cause], 1 if cause in held else 0)
+        yield ongoing
+        outages = CounterMetricFamily(
+            "globaldns_resolver_control_plane_outages",
+            "control-plane outages that ended (leases were forgiven for them), by cause",
+            labels=["cause"],
+        )
+        for cause in CAUSES:
+            outages.add_metric([cause], self.follower.outage_events[(cause, "ended")])
+        yield outages
         yield CounterMetricFamily(
             "globaldns_resolver_reconciles",
             "full comparisons with the registry (start, periodic, after errors or a restart)",

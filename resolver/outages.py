@@ -17,7 +17,8 @@ three kinds of control-plane outage and forgives the leases for their duration (
 ``registry silent``
     every registry replica writes its Redis time into ``gdns:registry`` once a second;
     when none has for longer than :data:`REGISTRY_GRACE_DIVISOR` of the TTL, nobody is
-    taking heartbeats, and the leases fresh when the registry fell silent are held.
+    taking heartbeats, and the leases fresh when the registry fell silent are held. A
+    beacon that vanishes (Redis lost it) counts as silent since the last one seen.
 ``most clusters stale at once``
     more than ``mass_fraction`` of the clusters that were live at the last calm
     judgement went stale together (a partition between the registry and the clusters,
@@ -65,6 +66,7 @@ class ControlPlane:
         self._registry: Outage | None = None
         self._mass: Outage | None = None
         self._unreachable_since: int | None = None
+        self._beacon_ms: int | None = None
         self._calm_ms: int | None = None
         """The last judgement at which the mass rule did not hold."""
 
@@ -95,6 +97,11 @@ class ControlPlane:
                 ended = Outage(start, now_ms, REDIS_UNREACHABLE)
                 self._ended.append(ended)
                 events.append(Transition("ended", ended))
+        if registry_alive_ms is None or registry_alive_ms < (self._beacon_ms or 0):
+            # A beacon seen once and now gone or older: Redis lost it (restarted empty,
+            # failed over) and no registry has written it since.
+            registry_alive_ms = self._beacon_ms
+        self._beacon_ms = registry_alive_ms
         if registry_alive_ms is not None:
             silent = now_ms - registry_alive_ms > self.registry_grace_ms
             if silent and self._registry is None:

@@ -57,13 +57,15 @@ async def _serving(
 async def registry(redis_url: str, **overrides: Any) -> AsyncIterator[str]:
     """The registry API on a free port; yields its base URL."""
     settings = RegistrySettings(
-        redis_url=redis_url,
-        port=0,
-        topology=TOPOLOGY_FILE,
-        cluster_tokens={k: SecretStr(v) for k, v in TOKENS.items()},
-        admin_token=SecretStr(ADMIN),
-        log_json=False,
-        **overrides,
+        **{
+            "redis_url": redis_url,
+            "port": 0,
+            "topology": TOPOLOGY_FILE,
+            "cluster_tokens": {k: SecretStr(v) for k, v in TOKENS.items()},
+            "admin_token": SecretStr(ADMIN),
+            "log_json": False,
+            **overrides,
+        }
     )
     async with _serving(
         lambda stop, done: registry_server.serve(settings, stop=stop, started=done)
@@ -72,8 +74,11 @@ async def registry(redis_url: str, **overrides: Any) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def resolver(redis_url: str, **overrides: Any) -> AsyncIterator[resolver_main.Bound]:
-    """The resolver on free ports (DNS on UDP+TCP, and HTTP)."""
+async def resolver(
+    redis_url: str, *, wait_for_sync: bool = True, **overrides: Any
+) -> AsyncIterator[resolver_main.Bound]:
+    """The resolver on free ports (DNS on UDP+TCP, and HTTP), once it has read Redis
+    (``wait_for_sync=False``: as soon as it listens)."""
     settings = ResolverSettings(
         redis_url=redis_url,
         dns_port=0,
@@ -85,7 +90,8 @@ async def resolver(redis_url: str, **overrides: Any) -> AsyncIterator[resolver_m
     async with _serving(
         lambda stop, done: resolver_main.serve(settings, stop=stop, started=done)
     ) as bound:
-        await eventually(lambda: _synced(bound.http_port))
+        if wait_for_sync:
+            await eventually(lambda: _synced(bound.http_port))
         yield bound
 
 

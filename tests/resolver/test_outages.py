@@ -96,3 +96,12 @@ def test_ended_outages_are_forgotten_once_they_affect_no_lease() -> None:
     assert plane.outages
     plane.observe(20_000 + TTL + 1, {"a": 26_000}, None)
     assert plane.outages == ()
+
+
+def test_a_beacon_that_vanishes_with_redis_is_silence_since_the_last_one_seen() -> None:
+    plane = ControlPlane(lease_ttl_ms=TTL)
+    seen = dict.fromkeys(CLUSTERS, 10_000)
+    plane.observe(10_000, seen, 10_000)
+    [began] = plane.observe(15_000, seen, None)  # Redis restarted empty; no registry yet
+    assert began.outage == Outage(10_000, None, REGISTRY_SILENT)
+    assert fresh(plane, 10_000, 60_000)
