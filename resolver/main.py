@@ -200,6 +200,8 @@ async def serve(
         invalidate=responder.invalidate,
         resync_interval_s=settings.resync_interval_s,
         observe_propagation=propagation.observe,
+        expect_clusters=bool(topology.clusters),
+        mass_expiry_fraction=settings.mass_expiry_fraction,
     )
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
     udp = UdpServer(udp_sock, responder)

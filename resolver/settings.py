@@ -44,6 +44,14 @@ class ResolverSettings(BaseSettings):
     lease_ttl_s: float = Field(
         default=6.0, gt=0, description="a cluster whose last heartbeat is older is unhealthy"
     )
+    mass_expiry_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="when more than this share of the live clusters go stale at once, "
+        "blame the control plane and keep the last picture (as Kubernetes stops evicting "
+        "when a zone goes NotReady)",
+    )
     resync_interval_s: float = Field(
         default=30.0, gt=0, description="full reload from Redis this often, besides the stream"
     )
