@@ -20,11 +20,13 @@ three kinds of control-plane outage and forgives the leases for their duration (
     taking heartbeats, and the leases fresh when the registry fell silent are held. A
     beacon that vanishes (Redis lost it) counts as silent since the last one seen.
 ``most clusters stale at once``
-    more than ``mass_fraction`` of the clusters that were live at the last calm
-    judgement went stale together (a partition between the registry and the clusters,
-    a registry rejecting every agent). The last picture is kept, as Kubernetes' node
-    lifecycle controller stops evicting when a whole zone goes NotReady; the outage ends
-    when enough of them report again, and the rest then get one TTL to do the same.
+    more than ``mass_fraction`` of the clusters that were live one lease TTL ago are
+    stale now (a partition between the registry and the clusters, a registry rejecting
+    every agent): they went stale within one lease of each other, which is "at once" for
+    leases renewed a third of a TTL apart. The last picture is kept — every one of them
+    is held from when the first went stale — as Kubernetes' node lifecycle controller
+    stops evicting when a whole zone goes NotReady; the outage ends when enough of them
+    report again, and the rest then get one TTL to do the same.
 
 A single cluster that stops reporting while the others report still leaves the answers
 within the lease TTL: none of the three applies to it.
@@ -67,8 +69,8 @@ class ControlPlane:
         self._mass: Outage | None = None
         self._unreachable_since: int | None = None
         self._beacon_ms: int | None = None
-        self._calm_ms: int | None = None
-        """The last judgement at which the mass rule did not hold."""
+        self._first_ms: int | None = None
+        """The first judgement: the rule cannot speak for the time before it."""
 
     @property
     def outages(self) -> tuple[Outage, ...]:
@@ -114,26 +116,32 @@ class ControlPlane:
         return events
 
     def _judge_mass(self, now_ms: int, last_seen: Mapping[str, int]) -> list[Transition]:
-        calm = self._mass.start_ms if self._mass is not None else self._calm_ms
-        if calm is None:
-            self._calm_ms = now_ms
-            return []
-        forgiven = [o for o in self.outages if o is not self._mass]
+        if self._first_ms is None:
+            self._first_ms = now_ms
         ttl = self.lease_ttl_ms
+        forgiven = [o for o in self.outages if o is not self._mass]
 
-        def fresh_at(at: int, seen: int) -> bool:
-            return lease_fresh(effective_last_seen(seen, ttl, forgiven), at, ttl)
+        def seen_as(seen: int) -> int:
+            return effective_last_seen(seen, ttl, forgiven)
 
-        were_live = [seen for seen in last_seen.values() if fresh_at(calm, seen)]
-        stale = sum(1 for seen in were_live if not fresh_at(now_ms, seen))
-        mass = len(were_live) >= 2 and stale > self.mass_fraction * len(were_live)
+        if self._mass is not None:
+            # Over once most of those live when it began report again.
+            reference = self._mass.start_ms
+        else:
+            # "At once" is within one lease: heartbeats are a third of it apart, so the
+            # clusters of one partition expire over a second or two, not in one instant.
+            reference = max(now_ms - ttl, self._first_ms)
+        were_live = [
+            seen_as(s) for s in last_seen.values() if lease_fresh(seen_as(s), reference, ttl)
+        ]
+        stale = [s for s in were_live if not lease_fresh(s, now_ms, ttl)]
+        mass = len(were_live) >= 2 and len(stale) > self.mass_fraction * len(were_live)
         if mass and self._mass is None:
-            self._mass = Outage(calm, None, MASS_EXPIRY)
+            # From when the first of them went stale, so that every one is held.
+            self._mass = Outage(min(s + ttl for s in stale), None, MASS_EXPIRY)
             return [Transition("began", self._mass)]
-        if not mass:
-            self._calm_ms = now_ms
-            if self._mass is not None:
-                return self._end("_mass", now_ms)
+        if not mass and self._mass is not None:
+            return self._end("_mass", now_ms)
         return []
 
     def _end(self, which: str, now_ms: int) -> list[Transition]:

@@ -105,3 +105,21 @@ def test_a_beacon_that_vanishes_with_redis_is_silence_since_the_last_one_seen() 
     [began] = plane.observe(15_000, seen, None)  # Redis restarted empty; no registry yet
     assert began.outage == Outage(10_000, None, REGISTRY_SILENT)
     assert fresh(plane, 10_000, 60_000)
+
+
+def test_clusters_of_one_partition_expiring_a_second_apart_are_still_at_once() -> None:
+    plane = ControlPlane(lease_ttl_ms=TTL)
+    for now in range(10_000, 16_001, 500):
+        assert plane.observe(now, {"a": now, "b": 9_000, "c": 10_000}, now) == []
+    assert not fresh(plane, 9_000, 15_500)  # b alone is b's fault, for now
+    [began] = plane.observe(16_500, {"a": 16_500, "b": 9_000, "c": 10_000}, 16_500)
+    assert began.outage == Outage(15_000, None, MASS_EXPIRY)
+    assert fresh(plane, 9_000, 60_000) and fresh(plane, 10_000, 60_000)
+
+
+def test_a_cluster_dead_for_longer_than_a_lease_does_not_count_towards_most() -> None:
+    plane = ControlPlane(lease_ttl_ms=TTL)
+    for now in range(10_000, 40_000, 1_000):
+        # c died long ago; b dies at 25 s: one of the two live a lease ago.
+        b = min(now, 25_000)
+        assert plane.observe(now, {"a": now, "b": b, "c": 1_000}, now) == []
