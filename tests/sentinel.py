@@ -298,6 +298,10 @@ class ReportWriter:
         self.token = token
         self.answers: list[tuple[int, int, float]] = []
         """(seq, HTTP status, time.monotonic() of the answer), in order."""
+        self.generations: dict[int, int] = {}
+        """seq → the generation its 200 named (which primary's history it joined)."""
+        self.sent: dict[int, float] = {}
+        """seq → time.monotonic() it was sent."""
         self._go = asyncio.Event()
         self._go.set()
         self._idle = asyncio.Event()
@@ -322,9 +326,11 @@ class ReportWriter:
                 headers={"Authorization": f"Bearer {self.token}"},
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as response:
-                await response.read()
+                body = await response.json(content_type=None)
+                if response.status == 200:
+                    self.generations[seq] = int(body["generation"])
                 return response.status
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return 0
 
     async def run(self) -> None:
@@ -336,6 +342,7 @@ class ReportWriter:
                 continue
             self._idle.clear()
             seq += 1
+            self.sent[seq] = time.monotonic()
             status = await self._send(seq)
             self.answers.append((seq, status, time.monotonic()))
             await asyncio.sleep(0.01 if status == 200 else 0.05)
@@ -364,8 +371,9 @@ class ReportWriter:
         return sum(1 for _, status, at in self.answers if status == 200 and at > moment)
 
     def gap_after(self, moment: float) -> float | None:
-        """Seconds from ``moment`` to the first acknowledged report after it."""
-        first = next((at for _, s, at in self.answers if s == 200 and at > moment), None)
+        """Seconds from ``moment`` to the first acknowledgement of a report sent after it
+        (one in flight at ``moment`` may still be answered by the server it was sent to)."""
+        first = next((at for n, s, at in self.answers if s == 200 and self.sent[n] > moment), None)
         return None if first is None else first - moment
 
     def refused(self) -> dict[int, int]:
