@@ -102,6 +102,7 @@ async def main(args: argparse.Namespace) -> int:
                     f"slowest {result['dns_slowest_ms']:.1f} ms",
                     flush=True,
                 )
+            await writer.hold()  # nothing acknowledged after the stream is read
             changes = await asyncio.to_thread(topology.changes)
             lost = writer.lost(changes, "us-east-prod")
             for seq in lost:
