@@ -53,9 +53,14 @@ class Stale(ReportError):
 
 
 class RegistryClient:
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, token: str, *, timeout_s: float = 5.0
+    ) -> None:
         self.session = session
         self.url = url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        """Above the registry's Redis bound (GLOBALDNS_REDIS_TIMEOUT_S): a registry whose
+        Redis is stuck answers 503 first, and the outcome is known rather than a timeout."""
         self.headers = {"Authorization": f"Bearer {token}"}
 
     async def _post(self, path: str, body: bytes) -> tuple[int, Any]:
@@ -68,7 +73,7 @@ class RegistryClient:
                 self.url + path,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=5),
+                timeout=self.timeout,
             ) as response:
                 try:
                     payload = await response.json(content_type=None)

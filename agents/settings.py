@@ -17,6 +17,13 @@ class AgentSettings(BaseSettings):
     )
     token: SecretStr = Field(description="this cluster's bearer token for the registry API")
     source: Path = Field(description="static source file: services, endpoints, probes")
+    registry_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="the longest one call to the registry API may take; keep it above the "
+        "registry's GLOBALDNS_REDIS_TIMEOUT_S (0.75 s), so that a registry whose Redis is "
+        "frozen answers 503 (retried) before the agent gives up on it",
+    )
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, description="lease renewal period; keep it a third of the lease TTL"
     )

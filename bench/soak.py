@@ -50,10 +50,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from scale_procs import Processes, free_port, memory, start_http  # noqa: E402
-from tests.sentinel import SentinelTopology  # noqa: E402
 
 from globaldns.redis_server import find_binary  # noqa: E402
 from tests.helpers import ADMIN, TOKENS, TOPOLOGY_FILE  # noqa: E402
+from tests.sentinel import SentinelTopology  # noqa: E402
 
 CLUSTERS = ("us-east-prod", "eu-west-prod", "ap-south-prod")
 CLIENTS = {"us-east-1": "127.0.1.1", "eu-west-1": "127.0.2.1", "ap-south-1": "127.0.3.1"}

@@ -268,7 +268,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as session:
             client = RegistryClient(
-                session, settings.registry_url, settings.token.get_secret_value()
+                session,
+                settings.registry_url,
+                settings.token.get_secret_value(),
+                timeout_s=settings.registry_timeout_s,
             )
             agent = Agent(
                 cluster=settings.cluster,

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -43,7 +44,8 @@ def _pong(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            # NOAUTH: up, and its default user is off (an ACL file is loaded).
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -51,10 +53,23 @@ def _pong(host: str, port: int) -> bool:
 class RedisProcess:
     """One server process on loopback; ``kill()`` and ``start()`` again for fault tests."""
 
-    def __init__(self, *, binary: str, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        binary: str,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        config: Path | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        """``config``: a configuration file to start from (the options below override
+        it); ``args``: more ``--option value`` pairs, e.g. ``--sentinel`` or
+        ``--replicaof``."""
         self.binary = binary
         self.host = host
         self.port = port or free_port(host)
+        self.config = config
+        self.args = tuple(args)
         self.process: subprocess.Popen[bytes] | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="globaldns-redis-"))
 
@@ -70,6 +85,7 @@ class RedisProcess:
         self.process = subprocess.Popen(
             [
                 self.binary,
+                *([str(self.config)] if self.config is not None else []),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -84,6 +100,7 @@ class RedisProcess:
                 "yes",
                 "--loglevel",
                 "warning",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import structlog
 
+from registry import connection
 from registry import store as store_mod
 from registry import topology as topology_mod
 from registry.api import build_app
@@ -46,11 +47,18 @@ async def serve(
 ) -> None:
     topology = topology or topology_mod.load(settings.topology)
     check(settings, topology)
-    client = store_mod.connect(settings.redis_url)
+    where = connection.target(settings.redis_url, settings)
+    client = store_mod.connect(where, timeout=settings.redis_timeout_s)
     try:
-        app = build_app(settings, topology, store_mod.Store(client))
+        store = store_mod.Store(client, deadline_s=settings.redis_timeout_s)
+        app = build_app(settings, topology, store)
         async with running(app, settings.host, settings.port) as port:
-            log.info("registry API listening", host=settings.host, port=port)
+            log.info(
+                "registry API listening",
+                host=settings.host,
+                port=port,
+                redis=connection.describe(where),
+            )
             if started is not None:
                 started(port)
             await stop.wait()

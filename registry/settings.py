@@ -5,17 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from registry.connection import RedisOptions
 from registry.model import MAX_CLUSTERS, MAX_ENDPOINTS_PER_SERVICE, MAX_SERVICES_PER_CLUSTER
 
 
-class RegistrySettings(BaseSettings):
+class RegistrySettings(RedisOptions):
     model_config = SettingsConfigDict(env_prefix="GLOBALDNS_", extra="ignore", frozen=True)
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis (or Valkey) primary the registry writes to",
+        description="Redis (or Valkey) primary the registry writes to: redis://host:port/db, "
+        "or redis+sentinel://host:port,host:port/service/db (registry/connection.py)",
+    )
+    redis_timeout_s: float = Field(
+        default=0.75,
+        gt=0,
+        le=4.0,
+        description="the longest one Redis call of an API request may take (connecting, "
+        "retries and failover waits included); past it the request answers 503 and the agent "
+        "sends again. Keep it under the agents' GLOBALDNS_REGISTRY_TIMEOUT_S (5 s) so a frozen "
+        "Redis is a quick 503, never an agent timeout. A whole state too large to write in "
+        "this time answers 503 while its script still completes, so the retry finds nothing "
+        "left to write; raise it for clusters of many thousand services",
     )
     host: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(default=8080, ge=0, le=65535, description="port of the HTTP API (0: any)")

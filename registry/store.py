@@ -29,12 +29,10 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from registry import keys
+from registry import connection, keys
+from registry.connection import ReadFrom, Target
 from registry.decisions import Decision, drain_subject, policy_subject
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.model import (
@@ -113,34 +111,43 @@ class Leases:
     """When a registry replica last said it was taking heartbeats (None: none ever has)."""
 
 
-def connect(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
-    """A client whose every call fails fast instead of hanging on a dead server."""
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=10,
-        # One quick retry on a fresh connection: after a Redis restart every pooled
-        # connection is dead, and the first command on each would fail otherwise. Kept
-        # small so that a Sentinel client re-asks for the primary soon (redis-py #3560).
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        retry_on_error=[RedisConnectionError],
-    )
+def connect(
+    where: str | Target, *, timeout: float = 2.0, read_from: ReadFrom = "primary"
+) -> aioredis.Redis:
+    """A client whose every call fails fast instead of hanging on a dead server.
+
+    ``where`` is a URL (``redis://``, or ``redis+sentinel://`` for a Sentinel service) or
+    a :data:`registry.connection.Target` built from the settings; see
+    :mod:`registry.connection`.
+    """
+    found = connection.parse(where) if isinstance(where, str) else where
+    return connection.client(found, timeout=timeout, read_from=read_from)
 
 
 class Store:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, *, deadline_s: float | None = None) -> None:
         # redis-py's stubs type every reply as bytes | str | Awaitable[...]; the store is
         # the fence where replies become models, so it handles them as Any.
         self.redis: Any = redis
         self._write = self.redis.register_script(_WRITE_REPORT)
         self._beacon = self.redis.register_script(_BEACON)
         self._decide_script = self.redis.register_script(_DECIDE)
+        self.deadline_s = deadline_s
+        """Longest one store call may take, connecting and retries included (None: only
+        the client's socket timeouts bound it). The registry API sets it so that a frozen
+        Redis costs a request this long, then a 503."""
 
-    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, work: Callable[[], Awaitable[T]], *, blocking_s: float = 0.0) -> T:
+        # NOREPLICAS (an isolated old primary refusing writes), READONLY (a demoted one)
+        # and MasterNotFoundError (Sentinel mid-failover) are RedisErrors like any other:
+        # the API answers 503 and the agent sends again, so nothing is accepted and lost.
+        limit = None if self.deadline_s is None else self.deadline_s + blocking_s
         try:
-            return await work()
+            async with asyncio.timeout(limit):
+                return await work()
+        except TimeoutError as exc:
+            within = "" if limit is None else f" within {limit:g}s"
+            raise StoreError(f"redis: no answer{within}") from exc
         except RedisError as exc:
             raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
         except OSError as exc:
@@ -559,7 +566,7 @@ class Store:
                     out.append(_change(entry_id, fields))
             return (str(oldest[0][0]) if oldest else "0-0"), out
 
-        return await self._call(work)
+        return await self._call(work, blocking_s=block_ms / 1000)
 
 
 def _append_change(pipe: Any, fields: Mapping[str, str | int]) -> None:
@@ -805,8 +812,10 @@ def _drains(raw: Mapping[str, str]) -> dict[str, Drain]:
 
 
 @asynccontextmanager
-async def opened(url: str) -> AsyncIterator[Store]:
-    client = connect(url)
+async def opened(
+    where: str | Target, *, timeout: float = 2.0, read_from: ReadFrom = "primary"
+) -> AsyncIterator[Store]:
+    client = connect(where, timeout=timeout, read_from=read_from)
     try:
         yield Store(client)
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from registry import connection
 from registry import store as store_mod
 from registry import topology as topology_mod
 from registry.errors import ConfigError
@@ -29,7 +30,8 @@ async def load_snapshot(settings: ResolverSettings) -> Snapshot:
     Nothing is carried from an earlier snapshot (clusters missing from Redis, the
     endpoints last known good, spillover timers): there is none.
     """
-    async with store_mod.opened(settings.redis_url) as store:
+    where = connection.target(settings.redis_url, settings)
+    async with store_mod.opened(where, read_from=settings.redis_read_from) as store:
         view = await store.view()
     return states.build(
         view.clusters,

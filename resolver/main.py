@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from registry import connection
 from registry import store as store_mod
 from registry import topology as topology_mod
 from registry.aio import sleep_or_stop
@@ -175,7 +176,8 @@ async def serve(
 ) -> None:
     topology = topology or topology_mod.load(settings.topology)
     responder = build_responder(settings, topology)
-    client = store_mod.connect(settings.redis_url)
+    where = connection.target(settings.redis_url, settings)
+    client = store_mod.connect(where, read_from=settings.redis_read_from)
 
     def publish(snapshot: Snapshot) -> None:
         responder.swap(snapshot)
@@ -225,6 +227,8 @@ async def serve(
                 dns_port=bound.dns_port,
                 http_port=http_port,
                 zone=settings.zone,
+                redis=connection.describe(where),
+                read_from=settings.redis_read_from,
             )
             if started is not None:
                 started(bound)

@@ -5,19 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from registry.connection import ReadFrom, RedisOptions
 
 
 def _default_nameservers() -> dict[str, tuple[str, ...]]:
     return {"ns1.global.example.com": ("127.0.0.1",)}
 
 
-class ResolverSettings(BaseSettings):
+class ResolverSettings(RedisOptions):
     model_config = SettingsConfigDict(env_prefix="GLOBALDNS_", extra="ignore", frozen=True)
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis to read the registry from; a local replica is enough",
+        description="Redis to read the registry from; a local replica is enough; or "
+        "redis+sentinel://host:port,host:port/service/db (registry/connection.py)",
+    )
+    redis_read_from: ReadFrom = Field(
+        default="primary",
+        description="with Sentinel: read from the primary or from a replica (which falls back "
+        "to another replica, then to the primary, when it dies); replicas may lag a little",
     )
     dns_host: str = Field(default="127.0.0.1", description="address the DNS server listens on")
     dns_port: int = Field(default=5353, ge=0, le=65535, description="UDP and TCP port (0: any)")

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from globaldns.redis_server import RedisProcess, find_binary
+from tests.sentinel import SentinelTopology
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -61,3 +62,15 @@ def own_redis(redis_binary: str) -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_topology(redis_binary: str) -> Iterator[SentinelTopology]:
+    """1 primary, 2 replicas, 3 Sentinels from deploy/redis/ (tests/sentinel.py), shared by
+    a module's tests; each test leaves it whole (``restore``) and empty."""
+    topology = SentinelTopology(redis_binary)
+    topology.start()
+    try:
+        yield topology
+    finally:
+        topology.stop()
