@@ -23,6 +23,7 @@ class AgentCollector(Collector):
             ("watches", "watch requests started"),
             ("events", "watch events applied"),
             ("bookmarks", "bookmarks received"),
+            ("quiet", "watches that heard nothing for the read timeout (normal: watched again)"),
             ("expired", "410 Gone answers (each leads to a relist)"),
             ("errors", "failed requests and broken streams (each leads to a backoff)"),
             ("rejected", "objects skipped at translation (FQDN slices, malformed objects)"),

@@ -14,6 +14,9 @@ loopback (``shared/notes/kubernetes.md`` §2.9, §3.3):
   ``ERROR`` event with a 410 ``Expired`` Status **on HTTP 200**, then close.
   ``allowWatchBookmarks`` → ``BOOKMARK`` in the real zero-valued shape, every
   ``bookmark_interval_s`` and once ``bookmark_before_deadline_s`` before the deadline;
+  with ``quiet_bookmarks=False``, as a real (v1.24-era) apiserver, none at all while the
+  resource has had no event past what the watch already delivered (a quiet resource's
+  watch is silent until its read timeout);
   ``timeoutSeconds`` → a clean close. A label-selected watch sees an object that stops
   matching as ``DELETED`` and one that starts matching as ``ADDED``, as the real one does.
   ``resourceVersionMatch`` on a watch → 422.
@@ -235,6 +238,8 @@ class Store:
         self.log: deque[Event] = deque()
         self.watchers: set[Watcher] = set()
         self.snapshots: dict[str, tuple[int, list[Obj]]] = {}
+        self.latest: dict[str, int] = {}
+        """By resource: the resourceVersion of its last event (a real bookmark's)."""
         self.changed = asyncio.Event()
 
     # -- writing --------------------------------------------------------------------
@@ -257,6 +262,7 @@ class Store:
         return obj
 
     def _emit(self, event: Event) -> None:
+        self.latest[event.resource] = event.rv
         self.log.append(event)
         while len(self.log) > self.history:
             self.oldest = self.log.popleft().rv
@@ -477,8 +483,14 @@ class TestApiserver:
         bookmark_interval_s: float = 60.0,
         bookmark_before_deadline_s: float = 2.0,
         default_watch_timeout_s: float = 1800.0,
+        quiet_bookmarks: bool = True,
     ) -> None:
         self.tokens = set(tokens)
+        self.quiet_bookmarks = quiet_bookmarks
+        """False: no bookmark while the watched resource has had no new event, as a
+        real apiserver (the watch cache's resourceVersion moves only with its own
+        resource's events); True: a bookmark at every interval, at the global
+        resourceVersion."""
         self.store = Store(history=history)
         self.bookmark_interval_s = bookmark_interval_s
         self.bookmark_before_deadline_s = bookmark_before_deadline_s
@@ -728,8 +740,13 @@ class TestApiserver:
                         # resourceVersion has been delivered: that is the bookmark's.
                         sent_final = sent_final or now >= final_bookmark
                         next_bookmark = now + self.bookmark_interval_s
-                        last_rv = store.rv
-                        await response.write(bookmark(resource, store.rv))
+                        marked = store.rv
+                        if not self.quiet_bookmarks:
+                            marked = store.latest.get(resource.plural, 0)
+                            if marked <= last_rv:
+                                continue  # a quiet resource: the real one says nothing
+                        last_rv = marked
+                        await response.write(bookmark(resource, marked))
                         continue
                     wake = min([deadline, *due]) if bookmarks else deadline
                     try:
