@@ -17,7 +17,7 @@ class AgentCollector(Collector):
         self.source = source
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        informers = (self.source.slices, self.source.services, self.source.leases)
+        informers = self.source.informers
         for field, help_text in (
             ("lists", "full lists (the first, and every relist after a 410)"),
             ("watches", "watch requests started"),

@@ -1,9 +1,18 @@
-"""The Kubernetes source: three informers, two kinds of Lease, and the pure core.
+"""The Kubernetes source: four informers, two kinds of Lease, and the pure core.
 
 It implements :class:`agents.source.Source` for :class:`agents.agent.Agent`:
 
 * ``ready`` once the Services, EndpointSlices and Leases have each been listed, so the
   first report after a start or a takeover is the whole picture, never an empty one;
+
+A Service's endpoints are every slice that names it by ``kubernetes.io/service-name``, as
+kube-proxy reads them. Two slice informers find them: the EndpointSlice controller's
+slices carry the Service's labels (the export label among them), so they are selected
+on the server by the export label; every other slice (mirrored from a selector-less
+Service's Endpoints, which carry the Endpoints object's labels; written by hand or by
+another controller) is selected by the service-name label and not the controller's
+managed-by value, and counts when its Service is exported. Those are few in a cluster,
+so the second watch is small.
 * ``reporting`` while this pod holds the leader Lease;
 * ``probe_jobs`` — the endpoints on this pod's node (and, for the leader, those without
   a node) of Services that ask for a probe;
@@ -38,6 +47,7 @@ from agents.kubernetes.informer import Informer, WatchSettings
 from agents.kubernetes.leases import Elector, LeaseApi, NodeLease
 from agents.kubernetes.merge import Merged, merge
 from agents.kubernetes.objects import (
+    SERVICE_NAME_LABEL,
     EndpointSlice,
     Key,
     KubeService,
@@ -51,6 +61,12 @@ from registry.aio import sleep_or_stop
 from registry.model import ProbeState, Service
 
 log = structlog.get_logger("agents.kubernetes")
+
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+CONTROLLER = "endpointslice-controller.k8s.io"
+OTHER_SLICES = f"{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={CONTROLLER}"
+"""Slices the EndpointSlice controller did not write (they need not carry the Service's
+labels): found by the service-name label; ``!=`` also matches slices without the label."""
 
 
 class KubernetesSource:
@@ -83,6 +99,14 @@ class KubernetesSource:
             partial(
                 discovery.list_endpoint_slice_for_all_namespaces, label_selector=export_selector
             ),
+            parse_slice,
+            settings=watch or WatchSettings(),
+            on_change=self._slice_changed,
+            rng=rng,
+        )
+        self.other_slices: Informer[EndpointSlice] = Informer(
+            "endpointslices-other",
+            partial(discovery.list_endpoint_slice_for_all_namespaces, label_selector=OTHER_SLICES),
             parse_slice,
             settings=watch or WatchSettings(),
             on_change=self._slice_changed,
@@ -154,13 +178,20 @@ class KubernetesSource:
         if old is not None:
             self._by_service.get(old, {}).pop(key, None)
             touched.add(old)
-        new = self.slices.items.get(key)
+        new = self._slice(key)
         if new is not None:
             self._owner[key] = new.service_key
             self._by_service.setdefault(new.service_key, {})[key] = new
             touched.add(new.service_key)
         self._dirty |= touched
         self._changed(touched)
+
+    def _slice(self, key: Key) -> EndpointSlice | None:
+        """A slice may sit in both informers (a hand-made slice with the export label)."""
+        return self.slices.items.get(key) or self.other_slices.items.get(key)
+
+    def _all_slices(self) -> dict[Key, EndpointSlice]:
+        return {**self.other_slices.items, **self.slices.items}
 
     def _service_changed(self, key: Key | None) -> None:
         if key is None:
@@ -206,9 +237,10 @@ class KubernetesSource:
         if self._everything_dirty:
             self._everything_dirty = False
             self._dirty.clear()
-            self._owner = {k: s.service_key for k, s in self.slices.items.items()}
+            every = self._all_slices()
+            self._owner = {k: s.service_key for k, s in every.items()}
             self._by_service = {}
-            for k, s in self.slices.items.items():
+            for k, s in every.items():
                 self._by_service.setdefault(s.service_key, {})[k] = s
             self._merged = {k: merge(v.values()) for k, v in self._by_service.items()}
             dirty = set(self.services.items) | set(self._parsed)
@@ -248,7 +280,11 @@ class KubernetesSource:
         self._notify = notify
 
     def ready(self) -> bool:
-        return all(i.synced.is_set() for i in (self.slices, self.services, self.leases))
+        return all(i.synced.is_set() for i in self.informers)
+
+    @property
+    def informers(self) -> tuple[Informer[Any], ...]:
+        return (self.slices, self.other_slices, self.services, self.leases)
 
     def reporting(self) -> bool:
         return self.elector.leading()
@@ -333,6 +369,7 @@ class KubernetesSource:
         """Run the informers, the node Lease and, once synced, the election."""
         tasks = [
             asyncio.create_task(self.slices.run(), name="informer-endpointslices"),
+            asyncio.create_task(self.other_slices.run(), name="informer-endpointslices-other"),
             asyncio.create_task(self.services.run(), name="informer-services"),
             asyncio.create_task(self.leases.run(), name="informer-leases"),
             asyncio.create_task(self.node_lease.run(stop), name="node-lease"),
