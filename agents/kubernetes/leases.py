@@ -105,10 +105,13 @@ def lease_body(
     labels: Mapping[str, str],
     annotations: Mapping[str, str] | None = None,
     resource_version: str | None = None,
+    owner: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
     if annotations:
         metadata["annotations"] = dict(annotations)
+    if owner:
+        metadata["ownerReferences"] = [dict(owner)]
     if resource_version:
         metadata["resourceVersion"] = resource_version
     spec: dict[str, Any] = {
@@ -294,8 +297,30 @@ class Elector:
             self.log.info("leader lease released")
 
 
+def pod_owner(name: str, uid: str) -> dict[str, Any] | None:
+    """An ownerReference to the agent's Pod (None without its uid).
+
+    Not a controller reference, and without ``blockOwnerDeletion`` (which would need
+    ``update`` on ``pods/finalizers``): the garbage collector deletes the Lease once the
+    Pod is gone, and the Pod's deletion never waits for it."""
+    if not uid:
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}
+
+
 class NodeLease:
-    """Renew this pod's node Lease, carrying its probe verdicts."""
+    """Renew this pod's node Lease, carrying its probe verdicts.
+
+    The Lease is owned by the pod renewing it (an ownerReference, replaced by each new
+    pod on the node as it takes the Lease over), so Kubernetes' garbage collector deletes
+    it when that pod is deleted: at a rolling update the next pod has already adopted it
+    or creates it again; when the node is deleted its pods go, and with them the Lease;
+    when the agent leaves a node for good, the node is judged on its Kubernetes
+    conditions alone, as a node that never had an agent. Owning it by the Node instead
+    would need ``get`` on Nodes (its uid is not in the downward API) and would leave an
+    expired Lease, and the node's endpoints out of the answers, for as long as the Node
+    lives without an agent.
+    """
 
     def __init__(
         self,
@@ -303,6 +328,7 @@ class NodeLease:
         *,
         node: str,
         identity: str,
+        owner: Mapping[str, Any] | None = None,
         duration_s: int = 30,
         renew_s: float = 10.0,
         debounce_s: float = 0.02,
@@ -311,6 +337,7 @@ class NodeLease:
         self.api = api
         self.node = node
         self.identity = identity
+        self.owner = owner
         self.duration_s = duration_s
         self.renew_s = renew_s
         self.debounce_s = debounce_s
@@ -342,6 +369,7 @@ class NodeLease:
                 nodes.VERDICTS_ANNOTATION: nodes.encode(self.verdicts),
             },
             resource_version=current.resource_version if current is not None else None,
+            owner=self.owner,
         )
 
     async def renew(self) -> None:

@@ -82,6 +82,7 @@ async def serve(
                 client,
                 node=settings.node_name,
                 identity=settings.pod_name,
+                pod_uid=settings.pod_uid,
                 namespace=settings.namespace,
                 export_selector=settings.export_selector,
                 watch=WatchSettings(

@@ -36,6 +36,12 @@ class KubernetesAgentSettings(BaseSettings):
         validation_alias=AliasChoices("GLOBALDNS_POD_NAME", "POD_NAME"),
         description="this pod's name: its identity in the leader election",
     )
+    pod_uid: str = Field(
+        default="",
+        validation_alias=AliasChoices("GLOBALDNS_POD_UID", "POD_UID"),
+        description="this pod's uid (downward API metadata.uid): it owns the node Lease, so "
+        "the garbage collector deletes the Lease with the pod (empty: the Lease has no owner)",
+    )
     namespace: str = Field(
         default="globaldns",
         validation_alias=AliasChoices("GLOBALDNS_NAMESPACE", "POD_NAMESPACE"),

@@ -44,7 +44,7 @@ from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, CoreV1Api, D
 from agents.kubernetes import annotations as settings_from
 from agents.kubernetes import cluster, election, nodes, sharding
 from agents.kubernetes.informer import Informer, WatchSettings
-from agents.kubernetes.leases import Elector, LeaseApi, NodeLease
+from agents.kubernetes.leases import Elector, LeaseApi, NodeLease, pod_owner
 from agents.kubernetes.merge import Merged, merge
 from agents.kubernetes.objects import (
     SERVICE_NAME_LABEL,
@@ -78,6 +78,7 @@ class KubernetesSource:
         identity: str,
         namespace: str,
         export_selector: str,
+        pod_uid: str = "",
         watch: WatchSettings | None = None,
         leader_lease_s: int = 4,
         leader_renew_s: float = 1.0,
@@ -147,6 +148,7 @@ class KubernetesSource:
             lease_api,
             node=node,
             identity=identity,
+            owner=pod_owner(identity, pod_uid),
             duration_s=node_lease_s,
             renew_s=node_lease_s / 3,
         )

@@ -25,6 +25,7 @@ loopback (``shared/notes/kubernetes.md`` §2.9, §3.3):
 * ``GET``/``POST``/``PUT``/``DELETE`` of single objects, with ``AlreadyExists`` and
   ``Conflict`` (a stale resourceVersion on ``PUT``) answered as the real server does.
 * TLS with a bearer token: any other token gets 401.
+* The garbage collector, on demand: :meth:`Store.owner_gone`.
 * Faults on demand: :meth:`TestApiserver.expire_watches` (ERROR 410 to every open
   watch), :meth:`TestApiserver.drop_watches` (connections cut mid-stream),
   ``stalled`` (open watches go silent, bookmarks too), :meth:`TestApiserver.fail_next`
@@ -238,6 +239,8 @@ class Store:
         self.log: deque[Event] = deque()
         self.watchers: set[Watcher] = set()
         self.snapshots: dict[str, tuple[int, list[Obj]]] = {}
+        self.gone: set[str] = set()
+        """uids of owners deleted (see :meth:`owner_gone`)."""
         self.latest: dict[str, int] = {}
         """By resource: the resourceVersion of its last event (a real bookmark's)."""
         self.changed = asyncio.Event()
@@ -327,6 +330,20 @@ class Store:
         gone["metadata"]["resourceVersion"] = str(self.rv)
         self._emit(Event(self.rv, "DELETED", plural, gone, old))
         return gone
+
+    def owner_gone(self, uid: str) -> list[tuple[str, Key]]:
+        """What Kubernetes' garbage collector does once the object ``uid`` is deleted (this
+        server serves no Pods or Nodes, so the test says when): every object whose
+        ``ownerReferences`` are all gone is deleted. Returns what was deleted."""
+        self.gone.add(uid)
+        collected = []
+        for plural, objects in self.objects.items():
+            for key, obj in list(objects.items()):
+                owners = obj["metadata"].get("ownerReferences") or []
+                if owners and all(o.get("uid") in self.gone for o in owners):
+                    self.delete(plural, *key)
+                    collected.append((plural, key))
+        return collected
 
     def touch(self, plural: str = "leases") -> None:
         """Bump the global resourceVersion with a write elsewhere (another kind, say)."""
