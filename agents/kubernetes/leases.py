@@ -40,11 +40,27 @@ def _wall_ms() -> int:
 
 
 class LeaseError(Exception):
-    pass
+    """A Lease call failed::
+
+    LeaseError
+    ├── Conflict     409: someone else wrote the Lease since we read it (or it exists)
+    ├── Unanswered   no answer about the Lease: connection errors, timeouts, 5xx, 429
+    │                (the apiserver, or etcd behind it, is out: see :mod:`.outage`)
+    └── Refused      any other answer: 401/403 (credentials, RBAC), 4xx, an
+                     unreadable body
+    """
 
 
 class Conflict(LeaseError):
     """409: the Lease was written by someone else since we read it (or exists)."""
+
+
+class Unanswered(LeaseError):
+    """The apiserver gave no answer about the Lease."""
+
+
+class Refused(LeaseError):
+    """The apiserver answered, and not with the Lease."""
 
 
 class LeaseApi:
@@ -65,19 +81,21 @@ class LeaseApi:
             finally:
                 response.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise LeaseError(f"{method}: {exc.__class__.__name__}: {exc}") from exc
+            raise Unanswered(f"{method}: {exc.__class__.__name__}: {exc}") from exc
         if status == 404:
             return None
         if status == 409:
             raise Conflict(f"{method}: conflict")
+        if status >= 500 or status == 429:
+            raise Unanswered(f"{method}: HTTP {status}: {body[:300]!r}")
         if status >= 300:
-            raise LeaseError(f"{method}: HTTP {status}: {body[:300]!r}")
+            raise Refused(f"{method}: HTTP {status}: {body[:300]!r}")
         try:
             parsed = parse_lease(json.loads(body))
         except ValueError as exc:
-            raise LeaseError(f"{method}: unreadable answer") from exc
+            raise Refused(f"{method}: unreadable answer") from exc
         if isinstance(parsed, Rejected):
-            raise LeaseError(f"{method}: {parsed.reason}")
+            raise Refused(f"{method}: {parsed.reason}")
         return parsed
 
     async def get(self, name: str) -> Lease | None:
@@ -144,6 +162,7 @@ class Elector:
         renew_s: float = 1.0,
         deadline_s: float = 3.0,
         on_change: Callable[[], None] = lambda: None,
+        on_step: Callable[[], None] = lambda: None,
         clock: Monotonic = time.monotonic,
         wall_ms: WallMs = _wall_ms,
     ) -> None:
@@ -156,12 +175,19 @@ class Elector:
         self.renew_s = renew_s
         self.deadline_s = deadline_s
         self.on_change = on_change
+        self.on_step = on_step
+        """Called after every attempt: :meth:`holder`, :attr:`refused` or
+        :attr:`unanswered_since` may differ."""
         self.clock = clock
         self.wall_ms = wall_ms
         self.name = nodes.LEADER_LEASE
         self.seen: election.Seen | None = None
         self.current: Lease | None = None
         self.renewed_at: float | None = None
+        self.unanswered_since: float | None = None
+        """When the first Lease call since the last answered one was sent."""
+        self.refused = False
+        """The apiserver refused a Lease call since our last successful write."""
         self.transitions = 0
         self.wake = asyncio.Event()
         self._was_leading = False
@@ -174,6 +200,14 @@ class Elector:
             renewed_at=self.renewed_at,
             now=self.clock(),
             deadline_s=self.deadline_s,
+        )
+
+    def holder(self) -> bool:
+        """The Lease names us, as far as the apiserver last told us."""
+        return (
+            self.renewed_at is not None
+            and self.seen is not None
+            and (self.seen.holder == self.identity)
         )
 
     def lease_changed(self) -> None:
@@ -226,6 +260,8 @@ class Elector:
         if step.kind == "wait":
             return step.at
         sent = self.clock()
+        if self.unanswered_since is None:
+            self.unanswered_since = sent
         lease: Lease | None
         try:
             if step.kind == "create":
@@ -243,9 +279,16 @@ class Elector:
                 )
         except Conflict:
             # Someone else wrote it: read the truth, and stand by.
+            self.unanswered_since = None
             self.renewed_at = None
             self._note(await self.api.get(self.name))
             return self.clock()
+        except Refused:
+            self.unanswered_since = None
+            self.refused = True
+            raise
+        self.unanswered_since = None
+        self.refused = False
         if lease is None:
             self.renewed_at = None
             self._note(None)
@@ -264,6 +307,7 @@ class Elector:
                 except LeaseError as exc:
                     self.log.warning("leader lease call failed", error=str(exc))
                     at = self.clock() + min(self.renew_s, 1.0)
+                self.on_step()
                 self._announce()
                 self.wake.clear()
                 wait = at - self.clock()

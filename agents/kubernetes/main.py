@@ -94,6 +94,7 @@ async def serve(
                 leader_renew_s=settings.leader_renew_s,
                 leader_deadline_s=settings.leader_deadline_s,
                 node_lease_s=settings.node_lease_s,
+                outage_grace_s=settings.apiserver_outage_grace_s,
             )
             agent = Agent(
                 cluster=settings.cluster,

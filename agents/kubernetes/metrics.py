@@ -41,8 +41,19 @@ class AgentCollector(Collector):
         )
         yield GaugeMetricFamily(
             "globaldns_agent_leader",
-            "1 while this pod reports for its cluster",
+            "1 while this pod reports for its cluster (holding included)",
             value=1 if self.source.reporting() else 0,
+        )
+        yield GaugeMetricFamily(
+            "globaldns_agent_holding",
+            "1 while this pod holds its cluster's registry lease without reporting "
+            "(its apiserver is out, or its watches have not resynced since)",
+            value=1 if self.source.holding() else 0,
+        )
+        yield GaugeMetricFamily(
+            "globaldns_agent_watches_stale",
+            "watches that failed and have not resynced since",
+            value=sum(i.stale_since is not None for i in informers),
         )
         reports = CounterMetricFamily(
             "globaldns_agent_reports", "reports the registry accepted", labels=["kind"]

@@ -13,7 +13,9 @@ Service's Endpoints, which carry the Endpoints object's labels; written by hand 
 another controller) is selected by the service-name label and not the controller's
 managed-by value, and counts when its Service is exported. Those are few in a cluster,
 so the second watch is small.
-* ``reporting`` while this pod holds the leader Lease;
+* ``reporting`` while this pod holds the leader Lease, and ``holding`` while it must
+  only renew the registry lease: its apiserver is out, or its watches have not resynced
+  since (:mod:`.outage` judges; nothing stale is ever reported as fresh);
 * ``probe_jobs`` — the endpoints on this pod's node (and, for the leader, those without
   a node) of Services that ask for a probe;
 * ``report_services`` — :func:`agents.kubernetes.cluster.build` over the caches, with
@@ -42,7 +44,7 @@ import structlog
 from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, CoreV1Api, DiscoveryV1Api
 
 from agents.kubernetes import annotations as settings_from
-from agents.kubernetes import cluster, election, nodes, sharding
+from agents.kubernetes import cluster, election, nodes, outage, sharding
 from agents.kubernetes.informer import Informer, WatchSettings
 from agents.kubernetes.leases import Elector, LeaseApi, NodeLease, pod_owner
 from agents.kubernetes.merge import Merged, merge
@@ -84,10 +86,12 @@ class KubernetesSource:
         leader_renew_s: float = 1.0,
         leader_deadline_s: float = 3.0,
         node_lease_s: int = 30,
+        outage_grace_s: float = 180.0,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.node = node
+        self.outage_grace_s = outage_grace_s
         self.identity = identity
         self.namespace = namespace
         self.clock = clock
@@ -103,7 +107,9 @@ class KubernetesSource:
             parse_slice,
             settings=watch or WatchSettings(),
             on_change=self._slice_changed,
+            on_freshness=self._freshness,
             rng=rng,
+            clock=clock,
         )
         self.other_slices: Informer[EndpointSlice] = Informer(
             "endpointslices-other",
@@ -111,7 +117,9 @@ class KubernetesSource:
             parse_slice,
             settings=watch or WatchSettings(),
             on_change=self._slice_changed,
+            on_freshness=self._freshness,
             rng=rng,
+            clock=clock,
         )
         self.services: Informer[KubeService] = Informer(
             "services",
@@ -119,7 +127,9 @@ class KubernetesSource:
             parse_service,
             settings=watch or WatchSettings(),
             on_change=self._service_changed,
+            on_freshness=self._freshness,
             rng=rng,
+            clock=clock,
         )
         self.leases: Informer[Lease] = Informer(
             "leases",
@@ -129,7 +139,9 @@ class KubernetesSource:
             parse_lease,
             settings=watch or WatchSettings(),
             on_change=self._lease_changed,
+            on_freshness=self._leases_freshness,
             rng=rng,
+            clock=clock,
         )
         lease_api = LeaseApi(
             client, namespace, timeout_s=max(1.0, leader_deadline_s - leader_renew_s)
@@ -142,6 +154,7 @@ class KubernetesSource:
             renew_s=leader_renew_s,
             deadline_s=leader_deadline_s,
             on_change=self._leadership_changed,
+            on_step=self._freshness,
             clock=clock,
         )
         self.node_lease = NodeLease(
@@ -164,6 +177,11 @@ class KubernetesSource:
         self._seen: dict[Key, election.Seen] = {}
         self._last_peers = nodes.Peers()
         self._leases_changed = asyncio.Event()
+        self._lease_time = outage.Paused()
+        """Node Lease expiry is judged on this clock: it stands still while the Lease
+        watch is stale (no renewal could reach us)."""
+        self._standing_changed = asyncio.Event()
+        self._alive = 0
         self._notes: set[tuple[str, str]] = set()
         self.annotation_problems = 0
         """Invalid-annotation events seen (a Service's set of problems changed)."""
@@ -227,6 +245,37 @@ class KubernetesSource:
         self._jobs = None
         self._notify(keys)
 
+    def _freshness(self) -> None:
+        """An informer went stale or resynced, or the elector tried the apiserver."""
+        self._standing_changed.set()
+
+    def _leases_freshness(self) -> None:
+        now = self.clock()
+        if self.leases.stale_since is None:
+            self._lease_time = self._lease_time.resume(now)
+        else:
+            self._lease_time = self._lease_time.pause(now)
+        self._leases_changed.set()
+        self._freshness()
+
+    def _lease_now(self) -> float:
+        return self._lease_time.at(self.clock())
+
+    def verdict(self) -> outage.Verdict:
+        """This pod's standing now: report, hold (heartbeats only) or stand by."""
+        stale = [i.stale_since for i in self.informers if i.stale_since is not None]
+        elector = self.elector
+        return outage.judge(
+            holder=elector.holder(),
+            renewed_at=elector.renewed_at,
+            refused=elector.refused,
+            unanswered_since=elector.unanswered_since,
+            stale_since=min(stale) if stale else None,
+            now=self.clock(),
+            deadline_s=elector.deadline_s,
+            grace_s=self.outage_grace_s,
+        )
+
     def _leadership_changed(self) -> None:
         self._jobs = None
         self._notify(None)
@@ -289,7 +338,10 @@ class KubernetesSource:
         return (self.slices, self.other_slices, self.services, self.leases)
 
     def reporting(self) -> bool:
-        return self.elector.leading()
+        return self.verdict().standing != "standby"
+
+    def holding(self) -> bool:
+        return self.verdict().standing == "hold"
 
     def probe_jobs(self) -> Mapping[str, ProbeJob]:
         if self._jobs is None:
@@ -299,7 +351,7 @@ class KubernetesSource:
                 {k: p.settings for k, p in self._parsed.items()},
                 self._merged,
                 node=self.node,
-                leading=self.elector.leading(),
+                leading=self.reporting(),
             )
         return self._jobs
 
@@ -307,7 +359,7 @@ class KubernetesSource:
         self.node_lease.publish(verdicts)
 
     def peers(self) -> nodes.Peers:
-        now = self.clock()
+        now = self._lease_now()
         wall = time.time_ns() // 1_000_000
         current = {}
         for key, lease in self.leases.items.items():
@@ -346,7 +398,7 @@ class KubernetesSource:
         while not stop.is_set():
             self._leases_changed.clear()
             self.peers()
-            now = self.clock()
+            now = self._lease_now()
             pending = [
                 election.expires_at(seen)
                 for seen in self._seen.values()
@@ -367,6 +419,43 @@ class KubernetesSource:
             if not done:
                 self._peers_changed()
 
+    async def _standing(self, stop: asyncio.Event) -> None:
+        """Say when this pod's standing changes (the agent then asks again), and retry
+        stale watches at once when the apiserver answers again."""
+        last: outage.Standing | None = None
+        while not stop.is_set():
+            self._standing_changed.clear()
+            verdict = self.verdict()
+            if verdict.standing != last:
+                level = log.warning if verdict.standing == "hold" else log.info
+                level("standing", standing=verdict.standing, why=verdict.reason)
+                last = verdict.standing
+                self._jobs = None
+                self._notify(())  # wakes the agent; it reads reporting() and holding()
+            # Any new sign of life (a watch resynced, a Lease call answered): the
+            # apiserver is back, so the watches still backing off retry now.
+            alive = sum(i.stale_since is None for i in self.informers)
+            alive += self.elector.unanswered_since is None
+            if alive > self._alive:
+                for informer in self.informers:
+                    if informer.stale_since is not None:
+                        informer.poke()
+            self._alive = alive
+            wait = verdict.until - self.clock()
+            waits = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._standing_changed.wait()),
+            ]
+            try:
+                await asyncio.wait(
+                    waits,
+                    timeout=None if wait == float("inf") else max(0.0, wait) + 0.001,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for w in waits:
+                    w.cancel()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run the informers, the node Lease and, once synced, the election."""
         tasks = [
@@ -376,6 +465,7 @@ class KubernetesSource:
             asyncio.create_task(self.leases.run(), name="informer-leases"),
             asyncio.create_task(self.node_lease.run(stop), name="node-lease"),
             asyncio.create_task(self._expiries(stop), name="lease-expiries"),
+            asyncio.create_task(self._standing(stop), name="standing"),
         ]
         try:
             while not self.ready() and not stop.is_set():

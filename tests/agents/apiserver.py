@@ -29,7 +29,9 @@ loopback (``shared/notes/kubernetes.md`` §2.9, §3.3):
 * Faults on demand: :meth:`TestApiserver.expire_watches` (ERROR 410 to every open
   watch), :meth:`TestApiserver.drop_watches` (connections cut mid-stream),
   ``stalled`` (open watches go silent, bookmarks too), :meth:`TestApiserver.fail_next`
-  (HTTP 500/429 with ``Retry-After``).
+  (HTTP 500/429 with ``Retry-After``), ``down`` (an outage: every connection is cut,
+  open watches and new requests alike, so clients get no answer at all) and
+  ``cut_off`` (the same for the clients with these tokens only: a partition).
 
 The test suite drives it with the Python API (``store.put``, ``store.delete``,
 ``store.compact``) and reads what clients asked in ``requests``.
@@ -380,6 +382,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _token(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").lower() in ("1", "t", "true")
 
@@ -520,6 +526,9 @@ class TestApiserver:
         self.expire_continues = 0
         """The next this many continued lists get HTTP 410, as after etcd compaction."""
         self._open: dict[int, tuple[web.Request, Watcher]] = {}
+        self._down = False
+        self.cut_off: set[str] = set()
+        """Tokens whose requests get no answer (see :meth:`partition`)."""
 
     # -- faults ---------------------------------------------------------------------
 
@@ -534,6 +543,29 @@ class TestApiserver:
             self._flowing.clear()
         else:
             self._flowing.set()
+
+    @property
+    def down(self) -> bool:
+        """While true, the apiserver answers nothing: every open watch is cut and every
+        new connection is closed before an answer (what a client sees of an apiserver
+        restarting behind its address)."""
+        return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self._down = value
+        if value:
+            self.drop_watches()
+
+    def partition(self, token: str) -> None:
+        """Clients with ``token`` can no longer reach the apiserver; others still can."""
+        self.cut_off.add(token)
+        for request, _watcher in list(self._open.values()):
+            if _token(request) == token and request.transport is not None:
+                request.transport.abort()
+
+    def heal(self, token: str) -> None:
+        self.cut_off.discard(token)
 
     def fail_next(self, code: int = 500, count: int = 1, retry_after: str | None = None) -> None:
         """The next ``count`` collection GETs (lists or watches) answer ``code``."""
@@ -575,6 +607,10 @@ class TestApiserver:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self._down or _token(request) in self.cut_off:
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPServiceUnavailable()  # never reaches the client: it is cut
         self.requests.append(Request(request.method, request.path, dict(request.query)))
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or token.strip() not in self.tokens:
