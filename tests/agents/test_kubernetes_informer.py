@@ -225,3 +225,24 @@ async def test_paged_list_and_an_expired_continue_token(tmp_path: Path) -> None:
             # page 1, its continuation refused with HTTP 410, then a fresh list: 1 + 3
             assert len(pages) == 5 and "continue" not in pages[2].query
             assert informer.stats.expired == 1 and informer.stats.lists == 1
+
+
+async def test_back_from_an_apiserver_outage_the_informer_relists_and_is_fresh(
+    tmp_path: Path,
+) -> None:
+    """One dropped connection is resumed (above); when the retry cannot reach the
+    apiserver either, it was down: the informer is stale until a list makes it whole."""
+    async with k8s.apiserver(tmp_path) as server:
+        svc = k8s.service("web")
+        k8s.apply(server.store, svc, pods(2))
+        async with informing(server, tmp_path) as informer:
+            assert informer.stale_since is None
+            server.down = True
+            await eventually(lambda: informer.stats.errors >= 2)
+            assert informer.stale_since is not None
+            k8s.apply(server.store, svc, pods(1))  # a pod goes while nobody can see
+            server.down = False
+            informer.poke()
+            await eventually(lambda: informer.stale_since is None)
+            assert informer.stats.lists == 2
+            assert addresses(informer) == {"10.1.0.1"}
