@@ -187,9 +187,17 @@ class Agent:
         self._inbox.clear()
         self._woken.clear()
         active = self.source.ready() and self.source.reporting()
+        holding = active and self.source.holding()
+        was_holding = self.schedule.holding
         if active != self.schedule.active:
             self.log.info("reporting for the cluster" if active else "no longer the reporter")
             events.insert(0, schedule.Active(active))
+            was_holding = False  # becoming (in)active starts the schedule afresh
+        if holding != was_holding:
+            self.log.info(
+                "holding the registry lease; reports wait" if holding else "reports resume"
+            )
+            events.insert(1 if active != self.schedule.active else 0, schedule.Holding(holding))
         return events
 
     async def _report_loop(self, stop: asyncio.Event) -> None:

@@ -30,6 +30,13 @@ fake clock (``tests/agents/test_schedule.py``)::
   to spread a fleet of agents, capped at ``backoff_max_s`` (``backoff_refused_max_s`` when
   the registry refused us: our configuration is wrong and hammering will not fix it).
 
+* **Holding** (a Kubernetes leader whose apiserver is out, :mod:`agents.kubernetes.outage`):
+  heartbeats renew the lease for the seq the registry acknowledged, and nothing else is
+  sent — no delta, no whole state — because the source's picture may be stale. A failed
+  heartbeat backs off and tries again (it changes nothing the registry holds); a refused
+  one (409: another reporter wrote, or the registry lost our report) ends the
+  heartbeats. When the hold ends every service is compared with what was acknowledged.
+
 ``observed_ms`` (wall-clock ms, stamped by the shell when a source or probe notified)
 travels with the pending changes: a report carries the oldest one, for the propagation
 histograms; a failed report hands its ``observed_ms`` to the whole state that replaces it.
@@ -125,7 +132,26 @@ class Lost:
     """409 on a heartbeat: the registry does not hold our report (it lost its data)."""
 
 
-Event = Changed | Active | Tick | Reported | Unchanged | Resync | Stale | Failed | Renewed | Lost
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Whether the active source may only renew the lease (its picture may be stale)."""
+
+    holding: bool
+
+
+Event = (
+    Changed
+    | Active
+    | Holding
+    | Tick
+    | Reported
+    | Unchanged
+    | Resync
+    | Stale
+    | Failed
+    | Renewed
+    | Lost
+)
 
 
 # -- actions: what to do next -----------------------------------------------------------
@@ -190,6 +216,8 @@ class State:
     backoff_s: float = 0.0
     """The current back-off step; 0 after a success."""
     retry_at: float = -math.inf
+    holding: bool = False
+    """Heartbeats only: see :class:`Holding`."""
 
     @property
     def has_pending(self) -> bool:
@@ -248,6 +276,18 @@ def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random
                 since=now if active else None,
                 in_flight=state.in_flight,
             )
+        case Holding(holding=holding):
+            if holding == state.holding:
+                return state
+            if holding or not state.active:
+                return replace(state, holding=holding)
+            # Fresh again: anything may have changed while we held.
+            return replace(
+                state,
+                holding=False,
+                pending_all=True,
+                since=state.since if state.since is not None else now,
+            )
         case Tick():
             return state
         case Reported(seq=seq):
@@ -270,8 +310,12 @@ def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random
         case Failed(refused=refused, seq=seq):
             cap = timing.backoff_refused_max_s if refused else timing.backoff_max_s
             step = min(state.backoff_s * 2 or timing.backoff_first_s, cap)
+            retry_at = now + step * (0.5 + rng.random())
+            if state.holding and isinstance(state.in_flight, SendHeartbeat):
+                # A heartbeat changes nothing the registry holds: keep holding.
+                return replace(state, in_flight=None, backoff_s=step, retry_at=retry_at)
             doubted = _doubt(state, now, seq=seq)
-            return replace(doubted, backoff_s=step, retry_at=now + step * (0.5 + rng.random()))
+            return replace(doubted, backoff_s=step, retry_at=retry_at)
         case Renewed():
             return replace(state, in_flight=None, renewed_at=now, backoff_s=0.0)
         case Lost():
@@ -288,6 +332,10 @@ def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
         return state, Wait(now + timing.heartbeat_interval_s)
     if now < state.retry_at:
         return state, Wait(state.retry_at)
+    if state.holding:
+        if state.need_full or state.acked_seq is None:
+            return state, Wait(math.inf)  # only a fresh picture may be sent: wait for it
+        return _heartbeat(state, now=now, timing=timing)
     if state.has_pending:
         since = state.since if state.since is not None else now
         due = max(since + timing.coalesce_s, state.sent_at + timing.min_report_interval_s)
@@ -313,6 +361,10 @@ def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
             sent_at=now,
         )
         return sent, call
+    return _heartbeat(state, now=now, timing=timing)
+
+
+def _heartbeat(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
     due = state.renewed_at + timing.heartbeat_interval_s
     if now < due:
         return state, Wait(due)

@@ -8,8 +8,9 @@ answer the same few questions:
 * which endpoints this agent probes, and how (a Kubernetes DaemonSet pod probes only the
   endpoints on its own node);
 * whether it is ready to report (a Kubernetes source must have listed everything once,
-  or its first report would wipe the registry's picture) and whether this agent is the
-  one that reports for the cluster (one leader per cluster).
+  or its first report would wipe the registry's picture), whether this agent is the
+  one that reports for the cluster (one leader per cluster), and whether it must only
+  hold the registry lease for now (its picture may be stale).
 
 A source calls the ``notify`` callback it was given whenever an answer may have changed,
 naming the services that may differ (``<namespace>/<name>``): a watch event names its
@@ -71,6 +72,10 @@ class Source(Protocol):
 
     def reporting(self) -> bool:
         """Whether this agent is the one that reports for its cluster now."""
+
+    def holding(self) -> bool:
+        """Whether the reporter may only renew the registry lease, not report: what it
+        knows may be stale (a Kubernetes apiserver outage, or watches resyncing)."""
 
     def probe_jobs(self) -> Mapping[str, ProbeJob]:
         """What this agent probes, by ``<namespace>/<name>``."""

@@ -83,6 +83,9 @@ class StaticFeed:
     def reporting(self) -> bool:
         return True
 
+    def holding(self) -> bool:
+        return False
+
     def probe_jobs(self) -> Mapping[str, ProbeJob]:
         return self._jobs
 

@@ -40,11 +40,27 @@ def _wall_ms() -> int:
 
 
 class LeaseError(Exception):
-    pass
+    """A Lease call failed::
+
+    LeaseError
+    ├── Conflict     409: someone else wrote the Lease since we read it (or it exists)
+    ├── Unanswered   no answer about the Lease: connection errors, timeouts, 5xx, 429
+    │                (the apiserver, or etcd behind it, is out: see :mod:`.outage`)
+    └── Refused      any other answer: 401/403 (credentials, RBAC), 4xx, an
+                     unreadable body
+    """
 
 
 class Conflict(LeaseError):
     """409: the Lease was written by someone else since we read it (or exists)."""
+
+
+class Unanswered(LeaseError):
+    """The apiserver gave no answer about the Lease."""
+
+
+class Refused(LeaseError):
+    """The apiserver answered, and not with the Lease."""
 
 
 class LeaseApi:
@@ -65,19 +81,21 @@ class LeaseApi:
             finally:
                 response.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise LeaseError(f"{method}: {exc.__class__.__name__}: {exc}") from exc
+            raise Unanswered(f"{method}: {exc.__class__.__name__}: {exc}") from exc
         if status == 404:
             return None
         if status == 409:
             raise Conflict(f"{method}: conflict")
+        if status >= 500 or status == 429:
+            raise Unanswered(f"{method}: HTTP {status}: {body[:300]!r}")
         if status >= 300:
-            raise LeaseError(f"{method}: HTTP {status}: {body[:300]!r}")
+            raise Refused(f"{method}: HTTP {status}: {body[:300]!r}")
         try:
             parsed = parse_lease(json.loads(body))
         except ValueError as exc:
-            raise LeaseError(f"{method}: unreadable answer") from exc
+            raise Refused(f"{method}: unreadable answer") from exc
         if isinstance(parsed, Rejected):
-            raise LeaseError(f"{method}: {parsed.reason}")
+            raise Refused(f"{method}: {parsed.reason}")
         return parsed
 
     async def get(self, name: str) -> Lease | None:
@@ -105,10 +123,13 @@ def lease_body(
     labels: Mapping[str, str],
     annotations: Mapping[str, str] | None = None,
     resource_version: str | None = None,
+    owner: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
     if annotations:
         metadata["annotations"] = dict(annotations)
+    if owner:
+        metadata["ownerReferences"] = [dict(owner)]
     if resource_version:
         metadata["resourceVersion"] = resource_version
     spec: dict[str, Any] = {
@@ -141,6 +162,7 @@ class Elector:
         renew_s: float = 1.0,
         deadline_s: float = 3.0,
         on_change: Callable[[], None] = lambda: None,
+        on_step: Callable[[], None] = lambda: None,
         clock: Monotonic = time.monotonic,
         wall_ms: WallMs = _wall_ms,
     ) -> None:
@@ -153,12 +175,19 @@ class Elector:
         self.renew_s = renew_s
         self.deadline_s = deadline_s
         self.on_change = on_change
+        self.on_step = on_step
+        """Called after every attempt: :meth:`holder`, :attr:`refused` or
+        :attr:`unanswered_since` may differ."""
         self.clock = clock
         self.wall_ms = wall_ms
         self.name = nodes.LEADER_LEASE
         self.seen: election.Seen | None = None
         self.current: Lease | None = None
         self.renewed_at: float | None = None
+        self.unanswered_since: float | None = None
+        """When the first Lease call since the last answered one was sent."""
+        self.refused = False
+        """The apiserver refused a Lease call since our last successful write."""
         self.transitions = 0
         self.wake = asyncio.Event()
         self._was_leading = False
@@ -171,6 +200,14 @@ class Elector:
             renewed_at=self.renewed_at,
             now=self.clock(),
             deadline_s=self.deadline_s,
+        )
+
+    def holder(self) -> bool:
+        """The Lease names us, as far as the apiserver last told us."""
+        return (
+            self.renewed_at is not None
+            and self.seen is not None
+            and (self.seen.holder == self.identity)
         )
 
     def lease_changed(self) -> None:
@@ -223,6 +260,8 @@ class Elector:
         if step.kind == "wait":
             return step.at
         sent = self.clock()
+        if self.unanswered_since is None:
+            self.unanswered_since = sent
         lease: Lease | None
         try:
             if step.kind == "create":
@@ -240,9 +279,16 @@ class Elector:
                 )
         except Conflict:
             # Someone else wrote it: read the truth, and stand by.
+            self.unanswered_since = None
             self.renewed_at = None
             self._note(await self.api.get(self.name))
             return self.clock()
+        except Refused:
+            self.unanswered_since = None
+            self.refused = True
+            raise
+        self.unanswered_since = None
+        self.refused = False
         if lease is None:
             self.renewed_at = None
             self._note(None)
@@ -261,6 +307,7 @@ class Elector:
                 except LeaseError as exc:
                     self.log.warning("leader lease call failed", error=str(exc))
                     at = self.clock() + min(self.renew_s, 1.0)
+                self.on_step()
                 self._announce()
                 self.wake.clear()
                 wait = at - self.clock()
@@ -294,8 +341,30 @@ class Elector:
             self.log.info("leader lease released")
 
 
+def pod_owner(name: str, uid: str) -> dict[str, Any] | None:
+    """An ownerReference to the agent's Pod (None without its uid).
+
+    Not a controller reference, and without ``blockOwnerDeletion`` (which would need
+    ``update`` on ``pods/finalizers``): the garbage collector deletes the Lease once the
+    Pod is gone, and the Pod's deletion never waits for it."""
+    if not uid:
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}
+
+
 class NodeLease:
-    """Renew this pod's node Lease, carrying its probe verdicts."""
+    """Renew this pod's node Lease, carrying its probe verdicts.
+
+    The Lease is owned by the pod renewing it (an ownerReference, replaced by each new
+    pod on the node as it takes the Lease over), so Kubernetes' garbage collector deletes
+    it when that pod is deleted: at a rolling update the next pod has already adopted it
+    or creates it again; when the node is deleted its pods go, and with them the Lease;
+    when the agent leaves a node for good, the node is judged on its Kubernetes
+    conditions alone, as a node that never had an agent. Owning it by the Node instead
+    would need ``get`` on Nodes (its uid is not in the downward API) and would leave an
+    expired Lease, and the node's endpoints out of the answers, for as long as the Node
+    lives without an agent.
+    """
 
     def __init__(
         self,
@@ -303,6 +372,7 @@ class NodeLease:
         *,
         node: str,
         identity: str,
+        owner: Mapping[str, Any] | None = None,
         duration_s: int = 30,
         renew_s: float = 10.0,
         debounce_s: float = 0.02,
@@ -311,6 +381,7 @@ class NodeLease:
         self.api = api
         self.node = node
         self.identity = identity
+        self.owner = owner
         self.duration_s = duration_s
         self.renew_s = renew_s
         self.debounce_s = debounce_s
@@ -342,6 +413,7 @@ class NodeLease:
                 nodes.VERDICTS_ANNOTATION: nodes.encode(self.verdicts),
             },
             resource_version=current.resource_version if current is not None else None,
+            owner=self.owner,
         )
 
     async def renew(self) -> None:

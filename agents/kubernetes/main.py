@@ -82,6 +82,7 @@ async def serve(
                 client,
                 node=settings.node_name,
                 identity=settings.pod_name,
+                pod_uid=settings.pod_uid,
                 namespace=settings.namespace,
                 export_selector=settings.export_selector,
                 watch=WatchSettings(
@@ -93,6 +94,7 @@ async def serve(
                 leader_renew_s=settings.leader_renew_s,
                 leader_deadline_s=settings.leader_deadline_s,
                 node_lease_s=settings.node_lease_s,
+                outage_grace_s=settings.apiserver_outage_grace_s,
             )
             agent = Agent(
                 cluster=settings.cluster,

@@ -17,12 +17,13 @@ class AgentCollector(Collector):
         self.source = source
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        informers = (self.source.slices, self.source.services, self.source.leases)
+        informers = self.source.informers
         for field, help_text in (
             ("lists", "full lists (the first, and every relist after a 410)"),
             ("watches", "watch requests started"),
             ("events", "watch events applied"),
             ("bookmarks", "bookmarks received"),
+            ("quiet", "watches that heard nothing for the read timeout (normal: watched again)"),
             ("expired", "410 Gone answers (each leads to a relist)"),
             ("errors", "failed requests and broken streams (each leads to a backoff)"),
             ("rejected", "objects skipped at translation (FQDN slices, malformed objects)"),
@@ -40,8 +41,19 @@ class AgentCollector(Collector):
         )
         yield GaugeMetricFamily(
             "globaldns_agent_leader",
-            "1 while this pod reports for its cluster",
+            "1 while this pod reports for its cluster (holding included)",
             value=1 if self.source.reporting() else 0,
+        )
+        yield GaugeMetricFamily(
+            "globaldns_agent_holding",
+            "1 while this pod holds its cluster's registry lease without reporting "
+            "(its apiserver is out, or its watches have not resynced since)",
+            value=1 if self.source.holding() else 0,
+        )
+        yield GaugeMetricFamily(
+            "globaldns_agent_watches_stale",
+            "watches that failed and have not resynced since",
+            value=sum(i.stale_since is not None for i in informers),
         )
         reports = CounterMetricFamily(
             "globaldns_agent_reports", "reports the registry accepted", labels=["kind"]

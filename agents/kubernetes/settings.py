@@ -36,6 +36,12 @@ class KubernetesAgentSettings(BaseSettings):
         validation_alias=AliasChoices("GLOBALDNS_POD_NAME", "POD_NAME"),
         description="this pod's name: its identity in the leader election",
     )
+    pod_uid: str = Field(
+        default="",
+        validation_alias=AliasChoices("GLOBALDNS_POD_UID", "POD_UID"),
+        description="this pod's uid (downward API metadata.uid): it owns the node Lease, so "
+        "the garbage collector deletes the Lease with the pod (empty: the Lease has no owner)",
+    )
     namespace: str = Field(
         default="globaldns",
         validation_alias=AliasChoices("GLOBALDNS_NAMESPACE", "POD_NAMESPACE"),
@@ -52,6 +58,17 @@ class KubernetesAgentSettings(BaseSettings):
     leader_lease_s: int = Field(default=4, ge=2, le=60, description="leader Lease duration")
     leader_renew_s: float = Field(default=1.0, gt=0, description="leader Lease renewal period")
     node_lease_s: int = Field(default=30, ge=3, le=600, description="node Lease duration")
+    apiserver_outage_grace_s: float = Field(
+        default=180.0,
+        ge=0,
+        description="while the apiserver is out (the leader Lease cannot be renewed for want "
+        "of an answer, or a watch has not resynced since it failed), the leader keeps the "
+        "registry lease alive with heartbeats for the state already reported, for at most "
+        "this long, and reports nothing until every watch has resynced: a control-plane "
+        "restart or upgrade (tens of seconds to a few minutes) must not take a cluster whose "
+        "pods are fine out of the answers; but the hold is blind to every pod change, so it "
+        "is bounded, and past it the cluster goes stale as before. 0: no hold",
+    )
     watch_timeout_s: float = Field(default=300, ge=10, description="timeoutSeconds of a watch")
     read_timeout_s: float = Field(
         default=90, ge=5, description="no byte for this long ends a watch (above bookmarks)"

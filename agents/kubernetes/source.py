@@ -1,10 +1,21 @@
-"""The Kubernetes source: three informers, two kinds of Lease, and the pure core.
+"""The Kubernetes source: four informers, two kinds of Lease, and the pure core.
 
 It implements :class:`agents.source.Source` for :class:`agents.agent.Agent`:
 
 * ``ready`` once the Services, EndpointSlices and Leases have each been listed, so the
   first report after a start or a takeover is the whole picture, never an empty one;
-* ``reporting`` while this pod holds the leader Lease;
+
+A Service's endpoints are every slice that names it by ``kubernetes.io/service-name``, as
+kube-proxy reads them. Two slice informers find them: the EndpointSlice controller's
+slices carry the Service's labels (the export label among them), so they are selected
+on the server by the export label; every other slice (mirrored from a selector-less
+Service's Endpoints, which carry the Endpoints object's labels; written by hand or by
+another controller) is selected by the service-name label and not the controller's
+managed-by value, and counts when its Service is exported. Those are few in a cluster,
+so the second watch is small.
+* ``reporting`` while this pod holds the leader Lease, and ``holding`` while it must
+  only renew the registry lease: its apiserver is out, or its watches have not resynced
+  since (:mod:`.outage` judges; nothing stale is ever reported as fresh);
 * ``probe_jobs`` — the endpoints on this pod's node (and, for the leader, those without
   a node) of Services that ask for a probe;
 * ``report_services`` — :func:`agents.kubernetes.cluster.build` over the caches, with
@@ -33,11 +44,12 @@ import structlog
 from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, CoreV1Api, DiscoveryV1Api
 
 from agents.kubernetes import annotations as settings_from
-from agents.kubernetes import cluster, election, nodes, sharding
+from agents.kubernetes import cluster, election, nodes, outage, sharding
 from agents.kubernetes.informer import Informer, WatchSettings
-from agents.kubernetes.leases import Elector, LeaseApi, NodeLease
+from agents.kubernetes.leases import Elector, LeaseApi, NodeLease, pod_owner
 from agents.kubernetes.merge import Merged, merge
 from agents.kubernetes.objects import (
+    SERVICE_NAME_LABEL,
     EndpointSlice,
     Key,
     KubeService,
@@ -52,6 +64,12 @@ from registry.model import ProbeState, Service
 
 log = structlog.get_logger("agents.kubernetes")
 
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+CONTROLLER = "endpointslice-controller.k8s.io"
+OTHER_SLICES = f"{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={CONTROLLER}"
+"""Slices the EndpointSlice controller did not write (they need not carry the Service's
+labels): found by the service-name label; ``!=`` also matches slices without the label."""
+
 
 class KubernetesSource:
     def __init__(
@@ -62,15 +80,18 @@ class KubernetesSource:
         identity: str,
         namespace: str,
         export_selector: str,
+        pod_uid: str = "",
         watch: WatchSettings | None = None,
         leader_lease_s: int = 4,
         leader_renew_s: float = 1.0,
         leader_deadline_s: float = 3.0,
         node_lease_s: int = 30,
+        outage_grace_s: float = 180.0,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.node = node
+        self.outage_grace_s = outage_grace_s
         self.identity = identity
         self.namespace = namespace
         self.clock = clock
@@ -86,7 +107,19 @@ class KubernetesSource:
             parse_slice,
             settings=watch or WatchSettings(),
             on_change=self._slice_changed,
+            on_freshness=self._freshness,
             rng=rng,
+            clock=clock,
+        )
+        self.other_slices: Informer[EndpointSlice] = Informer(
+            "endpointslices-other",
+            partial(discovery.list_endpoint_slice_for_all_namespaces, label_selector=OTHER_SLICES),
+            parse_slice,
+            settings=watch or WatchSettings(),
+            on_change=self._slice_changed,
+            on_freshness=self._freshness,
+            rng=rng,
+            clock=clock,
         )
         self.services: Informer[KubeService] = Informer(
             "services",
@@ -94,7 +127,9 @@ class KubernetesSource:
             parse_service,
             settings=watch or WatchSettings(),
             on_change=self._service_changed,
+            on_freshness=self._freshness,
             rng=rng,
+            clock=clock,
         )
         self.leases: Informer[Lease] = Informer(
             "leases",
@@ -104,7 +139,9 @@ class KubernetesSource:
             parse_lease,
             settings=watch or WatchSettings(),
             on_change=self._lease_changed,
+            on_freshness=self._leases_freshness,
             rng=rng,
+            clock=clock,
         )
         lease_api = LeaseApi(
             client, namespace, timeout_s=max(1.0, leader_deadline_s - leader_renew_s)
@@ -117,12 +154,14 @@ class KubernetesSource:
             renew_s=leader_renew_s,
             deadline_s=leader_deadline_s,
             on_change=self._leadership_changed,
+            on_step=self._freshness,
             clock=clock,
         )
         self.node_lease = NodeLease(
             lease_api,
             node=node,
             identity=identity,
+            owner=pod_owner(identity, pod_uid),
             duration_s=node_lease_s,
             renew_s=node_lease_s / 3,
         )
@@ -138,6 +177,11 @@ class KubernetesSource:
         self._seen: dict[Key, election.Seen] = {}
         self._last_peers = nodes.Peers()
         self._leases_changed = asyncio.Event()
+        self._lease_time = outage.Paused()
+        """Node Lease expiry is judged on this clock: it stands still while the Lease
+        watch is stale (no renewal could reach us)."""
+        self._standing_changed = asyncio.Event()
+        self._alive = 0
         self._notes: set[tuple[str, str]] = set()
         self.annotation_problems = 0
         """Invalid-annotation events seen (a Service's set of problems changed)."""
@@ -154,13 +198,20 @@ class KubernetesSource:
         if old is not None:
             self._by_service.get(old, {}).pop(key, None)
             touched.add(old)
-        new = self.slices.items.get(key)
+        new = self._slice(key)
         if new is not None:
             self._owner[key] = new.service_key
             self._by_service.setdefault(new.service_key, {})[key] = new
             touched.add(new.service_key)
         self._dirty |= touched
         self._changed(touched)
+
+    def _slice(self, key: Key) -> EndpointSlice | None:
+        """A slice may sit in both informers (a hand-made slice with the export label)."""
+        return self.slices.items.get(key) or self.other_slices.items.get(key)
+
+    def _all_slices(self) -> dict[Key, EndpointSlice]:
+        return {**self.other_slices.items, **self.slices.items}
 
     def _service_changed(self, key: Key | None) -> None:
         if key is None:
@@ -194,6 +245,37 @@ class KubernetesSource:
         self._jobs = None
         self._notify(keys)
 
+    def _freshness(self) -> None:
+        """An informer went stale or resynced, or the elector tried the apiserver."""
+        self._standing_changed.set()
+
+    def _leases_freshness(self) -> None:
+        now = self.clock()
+        if self.leases.stale_since is None:
+            self._lease_time = self._lease_time.resume(now)
+        else:
+            self._lease_time = self._lease_time.pause(now)
+        self._leases_changed.set()
+        self._freshness()
+
+    def _lease_now(self) -> float:
+        return self._lease_time.at(self.clock())
+
+    def verdict(self) -> outage.Verdict:
+        """This pod's standing now: report, hold (heartbeats only) or stand by."""
+        stale = [i.stale_since for i in self.informers if i.stale_since is not None]
+        elector = self.elector
+        return outage.judge(
+            holder=elector.holder(),
+            renewed_at=elector.renewed_at,
+            refused=elector.refused,
+            unanswered_since=elector.unanswered_since,
+            stale_since=min(stale) if stale else None,
+            now=self.clock(),
+            deadline_s=elector.deadline_s,
+            grace_s=self.outage_grace_s,
+        )
+
     def _leadership_changed(self) -> None:
         self._jobs = None
         self._notify(None)
@@ -206,9 +288,10 @@ class KubernetesSource:
         if self._everything_dirty:
             self._everything_dirty = False
             self._dirty.clear()
-            self._owner = {k: s.service_key for k, s in self.slices.items.items()}
+            every = self._all_slices()
+            self._owner = {k: s.service_key for k, s in every.items()}
             self._by_service = {}
-            for k, s in self.slices.items.items():
+            for k, s in every.items():
                 self._by_service.setdefault(s.service_key, {})[k] = s
             self._merged = {k: merge(v.values()) for k, v in self._by_service.items()}
             dirty = set(self.services.items) | set(self._parsed)
@@ -248,10 +331,17 @@ class KubernetesSource:
         self._notify = notify
 
     def ready(self) -> bool:
-        return all(i.synced.is_set() for i in (self.slices, self.services, self.leases))
+        return all(i.synced.is_set() for i in self.informers)
+
+    @property
+    def informers(self) -> tuple[Informer[Any], ...]:
+        return (self.slices, self.other_slices, self.services, self.leases)
 
     def reporting(self) -> bool:
-        return self.elector.leading()
+        return self.verdict().standing != "standby"
+
+    def holding(self) -> bool:
+        return self.verdict().standing == "hold"
 
     def probe_jobs(self) -> Mapping[str, ProbeJob]:
         if self._jobs is None:
@@ -261,7 +351,7 @@ class KubernetesSource:
                 {k: p.settings for k, p in self._parsed.items()},
                 self._merged,
                 node=self.node,
-                leading=self.elector.leading(),
+                leading=self.reporting(),
             )
         return self._jobs
 
@@ -269,7 +359,7 @@ class KubernetesSource:
         self.node_lease.publish(verdicts)
 
     def peers(self) -> nodes.Peers:
-        now = self.clock()
+        now = self._lease_now()
         wall = time.time_ns() // 1_000_000
         current = {}
         for key, lease in self.leases.items.items():
@@ -308,7 +398,7 @@ class KubernetesSource:
         while not stop.is_set():
             self._leases_changed.clear()
             self.peers()
-            now = self.clock()
+            now = self._lease_now()
             pending = [
                 election.expires_at(seen)
                 for seen in self._seen.values()
@@ -329,14 +419,53 @@ class KubernetesSource:
             if not done:
                 self._peers_changed()
 
+    async def _standing(self, stop: asyncio.Event) -> None:
+        """Say when this pod's standing changes (the agent then asks again), and retry
+        stale watches at once when the apiserver answers again."""
+        last: outage.Standing | None = None
+        while not stop.is_set():
+            self._standing_changed.clear()
+            verdict = self.verdict()
+            if verdict.standing != last:
+                level = log.warning if verdict.standing == "hold" else log.info
+                level("standing", standing=verdict.standing, why=verdict.reason)
+                last = verdict.standing
+                self._jobs = None
+                self._notify(())  # wakes the agent; it reads reporting() and holding()
+            # Any new sign of life (a watch resynced, a Lease call answered): the
+            # apiserver is back, so the watches still backing off retry now.
+            alive = sum(i.stale_since is None for i in self.informers)
+            alive += self.elector.unanswered_since is None
+            if alive > self._alive:
+                for informer in self.informers:
+                    if informer.stale_since is not None:
+                        informer.poke()
+            self._alive = alive
+            wait = verdict.until - self.clock()
+            waits = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._standing_changed.wait()),
+            ]
+            try:
+                await asyncio.wait(
+                    waits,
+                    timeout=None if wait == float("inf") else max(0.0, wait) + 0.001,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for w in waits:
+                    w.cancel()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run the informers, the node Lease and, once synced, the election."""
         tasks = [
             asyncio.create_task(self.slices.run(), name="informer-endpointslices"),
+            asyncio.create_task(self.other_slices.run(), name="informer-endpointslices-other"),
             asyncio.create_task(self.services.run(), name="informer-services"),
             asyncio.create_task(self.leases.run(), name="informer-leases"),
             asyncio.create_task(self.node_lease.run(stop), name="node-lease"),
             asyncio.create_task(self._expiries(stop), name="lease-expiries"),
+            asyncio.create_task(self._standing(stop), name="standing"),
         ]
         try:
             while not self.ready() and not stop.is_set():

@@ -14,6 +14,9 @@ loopback (``shared/notes/kubernetes.md`` §2.9, §3.3):
   ``ERROR`` event with a 410 ``Expired`` Status **on HTTP 200**, then close.
   ``allowWatchBookmarks`` → ``BOOKMARK`` in the real zero-valued shape, every
   ``bookmark_interval_s`` and once ``bookmark_before_deadline_s`` before the deadline;
+  with ``quiet_bookmarks=False``, as a real (v1.24-era) apiserver, none at all while the
+  resource has had no event past what the watch already delivered (a quiet resource's
+  watch is silent until its read timeout);
   ``timeoutSeconds`` → a clean close. A label-selected watch sees an object that stops
   matching as ``DELETED`` and one that starts matching as ``ADDED``, as the real one does.
   ``resourceVersionMatch`` on a watch → 422.
@@ -22,10 +25,13 @@ loopback (``shared/notes/kubernetes.md`` §2.9, §3.3):
 * ``GET``/``POST``/``PUT``/``DELETE`` of single objects, with ``AlreadyExists`` and
   ``Conflict`` (a stale resourceVersion on ``PUT``) answered as the real server does.
 * TLS with a bearer token: any other token gets 401.
+* The garbage collector, on demand: :meth:`Store.owner_gone`.
 * Faults on demand: :meth:`TestApiserver.expire_watches` (ERROR 410 to every open
   watch), :meth:`TestApiserver.drop_watches` (connections cut mid-stream),
   ``stalled`` (open watches go silent, bookmarks too), :meth:`TestApiserver.fail_next`
-  (HTTP 500/429 with ``Retry-After``).
+  (HTTP 500/429 with ``Retry-After``), ``down`` (an outage: every connection is cut,
+  open watches and new requests alike, so clients get no answer at all) and
+  ``cut_off`` (the same for the clients with these tokens only: a partition).
 
 The test suite drives it with the Python API (``store.put``, ``store.delete``,
 ``store.compact``) and reads what clients asked in ``requests``.
@@ -235,6 +241,10 @@ class Store:
         self.log: deque[Event] = deque()
         self.watchers: set[Watcher] = set()
         self.snapshots: dict[str, tuple[int, list[Obj]]] = {}
+        self.gone: set[str] = set()
+        """uids of owners deleted (see :meth:`owner_gone`)."""
+        self.latest: dict[str, int] = {}
+        """By resource: the resourceVersion of its last event (a real bookmark's)."""
         self.changed = asyncio.Event()
 
     # -- writing --------------------------------------------------------------------
@@ -257,6 +267,7 @@ class Store:
         return obj
 
     def _emit(self, event: Event) -> None:
+        self.latest[event.resource] = event.rv
         self.log.append(event)
         while len(self.log) > self.history:
             self.oldest = self.log.popleft().rv
@@ -322,6 +333,20 @@ class Store:
         self._emit(Event(self.rv, "DELETED", plural, gone, old))
         return gone
 
+    def owner_gone(self, uid: str) -> list[tuple[str, Key]]:
+        """What Kubernetes' garbage collector does once the object ``uid`` is deleted (this
+        server serves no Pods or Nodes, so the test says when): every object whose
+        ``ownerReferences`` are all gone is deleted. Returns what was deleted."""
+        self.gone.add(uid)
+        collected = []
+        for plural, objects in self.objects.items():
+            for key, obj in list(objects.items()):
+                owners = obj["metadata"].get("ownerReferences") or []
+                if owners and all(o.get("uid") in self.gone for o in owners):
+                    self.delete(plural, *key)
+                    collected.append((plural, key))
+        return collected
+
     def touch(self, plural: str = "leases") -> None:
         """Bump the global resourceVersion with a write elsewhere (another kind, say)."""
         self.put(plural, {"metadata": {"namespace": "kube-system", "name": "unrelated"}})
@@ -355,6 +380,10 @@ class Store:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _token(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
 
 
 def _bool(value: str | None) -> bool:
@@ -477,8 +506,14 @@ class TestApiserver:
         bookmark_interval_s: float = 60.0,
         bookmark_before_deadline_s: float = 2.0,
         default_watch_timeout_s: float = 1800.0,
+        quiet_bookmarks: bool = True,
     ) -> None:
         self.tokens = set(tokens)
+        self.quiet_bookmarks = quiet_bookmarks
+        """False: no bookmark while the watched resource has had no new event, as a
+        real apiserver (the watch cache's resourceVersion moves only with its own
+        resource's events); True: a bookmark at every interval, at the global
+        resourceVersion."""
         self.store = Store(history=history)
         self.bookmark_interval_s = bookmark_interval_s
         self.bookmark_before_deadline_s = bookmark_before_deadline_s
@@ -491,6 +526,9 @@ class TestApiserver:
         self.expire_continues = 0
         """The next this many continued lists get HTTP 410, as after etcd compaction."""
         self._open: dict[int, tuple[web.Request, Watcher]] = {}
+        self._down = False
+        self.cut_off: set[str] = set()
+        """Tokens whose requests get no answer (see :meth:`partition`)."""
 
     # -- faults ---------------------------------------------------------------------
 
@@ -505,6 +543,29 @@ class TestApiserver:
             self._flowing.clear()
         else:
             self._flowing.set()
+
+    @property
+    def down(self) -> bool:
+        """While true, the apiserver answers nothing: every open watch is cut and every
+        new connection is closed before an answer (what a client sees of an apiserver
+        restarting behind its address)."""
+        return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self._down = value
+        if value:
+            self.drop_watches()
+
+    def partition(self, token: str) -> None:
+        """Clients with ``token`` can no longer reach the apiserver; others still can."""
+        self.cut_off.add(token)
+        for request, _watcher in list(self._open.values()):
+            if _token(request) == token and request.transport is not None:
+                request.transport.abort()
+
+    def heal(self, token: str) -> None:
+        self.cut_off.discard(token)
 
     def fail_next(self, code: int = 500, count: int = 1, retry_after: str | None = None) -> None:
         """The next ``count`` collection GETs (lists or watches) answer ``code``."""
@@ -546,6 +607,10 @@ class TestApiserver:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self._down or _token(request) in self.cut_off:
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPServiceUnavailable()  # never reaches the client: it is cut
         self.requests.append(Request(request.method, request.path, dict(request.query)))
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or token.strip() not in self.tokens:
@@ -728,8 +793,13 @@ class TestApiserver:
                         # resourceVersion has been delivered: that is the bookmark's.
                         sent_final = sent_final or now >= final_bookmark
                         next_bookmark = now + self.bookmark_interval_s
-                        last_rv = store.rv
-                        await response.write(bookmark(resource, store.rv))
+                        marked = store.rv
+                        if not self.quiet_bookmarks:
+                            marked = store.latest.get(resource.plural, 0)
+                            if marked <= last_rv:
+                                continue  # a quiet resource: the real one says nothing
+                        last_rv = marked
+                        await response.write(bookmark(resource, marked))
                         continue
                     wake = min([deadline, *due]) if bookmarks else deadline
                     try:

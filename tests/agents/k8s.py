@@ -161,6 +161,53 @@ def endpoint_slice(
     }
 
 
+MIRRORING = "endpointslicemirroring-controller.k8s.io"
+
+
+def selectorless(svc: Obj) -> Obj:
+    """The Service without a selector: its endpoints come from a hand-written Endpoints
+    object (or hand-written slices), not from pods."""
+    spec = {k: v for k, v in svc["spec"].items() if k != "selector"}
+    return {**svc, "spec": spec}
+
+
+def mirrored_slice(svc: Obj, pods: Iterable[Pod], endpoints_labels: dict[str, str]) -> Obj:
+    """What the EndpointSlice mirroring controller writes for a selector-less Service's
+    Endpoints: the *Endpoints object's* labels (not the Service's), plus the service-name
+    and its own managed-by label; the owner is the Endpoints object."""
+    meta = svc["metadata"]
+    labels = {**endpoints_labels, SERVICE_NAME: meta["name"], MANAGED_BY: MIRRORING}
+    ports = [{"name": n, "port": t, "protocol": "TCP"} for n, _p, t in _spec_ports(svc)]
+    return {
+        "metadata": {
+            "name": f"{meta['name']}-mirrored",
+            "namespace": meta["namespace"],
+            "generateName": meta["name"] + "-",
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "name": meta["name"],
+                    "uid": "uid-endpoints-" + meta["name"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "addressType": "IPv4",
+        "endpoints": [endpoint(p, svc) for p in pods],
+        "ports": ports,
+    }
+
+
+def _spec_ports(svc: Obj) -> list[tuple[str, int, int]]:
+    return [
+        (p["name"], p["port"], p["targetPort"] if isinstance(p["targetPort"], int) else p["port"])
+        for p in svc["spec"]["ports"]
+    ]
+
+
 def resolved_ports(svc: Obj, pod: Pod) -> tuple[tuple[str, int, str], ...]:
     out = []
     for port in svc["spec"]["ports"]:

@@ -108,6 +108,45 @@ async def test_condition_table_maps_to_dns_eligibility(redis_url: str, tmp_path:
             }
 
 
+async def test_a_service_without_a_selector_is_exported_through_its_mirrored_slices(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Its slices are mirrored from its Endpoints and carry the Endpoints object's labels,
+    not the Service's export label: they are found by the service-name label."""
+    async with k8s.apiserver(tmp_path) as server, registry(redis_url) as api:
+        db = k8s.selectorless(k8s.service("db", ports=(("pg", 5432, 5432),)))
+        server.store.put("services", db)
+        external = [k8s.Pod("db-1", "192.0.2.10", node=None, zone=None)]
+        server.store.put("endpointslices", k8s.mirrored_slice(db, external, {"team": "data"}))
+        # The same for a Service that is not exported: watched, never reported.
+        private = k8s.selectorless(k8s.service("private", export=False))
+        server.store.put("services", private)
+        hidden = [k8s.Pod("p-1", "192.0.2.20", node=None, zone=None)]
+        server.store.put("endpointslices", k8s.mirrored_slice(private, hidden, {}))
+        k8s.apply(server.store, k8s.service("web"), [k8s.Pod("web-1", "10.1.0.1")])
+        async with k8s.k8s_agent(server, tmp_path, api) as pod:
+            found = await eventually(lambda: service_held(redis_url, "production/db"))
+            assert [(e.address, e.conditions.ready) for e in found.endpoints] == [
+                ("192.0.2.10", True)
+            ]
+            assert [(p.name, p.port) for p in found.ports] == [("pg", 5432)]
+            # The Endpoints object changes: the mirrored slice follows, and so does DNS.
+            more = [*external, k8s.Pod("db-2", "192.0.2.11", node=None, zone=None)]
+            server.store.put("endpointslices", k8s.mirrored_slice(db, more, {"team": "data"}))
+
+            async def both() -> bool:
+                held_db = await service_held(redis_url, "production/db")
+                return held_db is not None and len(held_db.endpoints) == 2
+
+            await eventually(both)
+            assert set(await held(redis_url)) == {"production/db", "production/web"}
+            # The controller's slices come through the export label alone.
+            assert pod.source.other_slices.items.keys() == {
+                ("production", "db-mirrored"),
+                ("production", "private-mirrored"),
+            }
+
+
 async def test_dual_stack_and_ports_resolved_per_slice(redis_url: str, tmp_path: Path) -> None:
     async with k8s.apiserver(tmp_path) as server, registry(redis_url) as api:
         svc = k8s.service(
@@ -233,7 +272,7 @@ async def test_a_watch_reconnect_compares_everything_and_sends_only_what_differs
         k8s.apply(server.store, k8s.service("db"), [k8s.Pod("d", "10.1.1.1")])
         async with k8s.k8s_agent(server, tmp_path, api) as pod:
             await eventually(lambda: service_held(redis_url, "production/web"))
-            await eventually(lambda: server.open_watches == 3)
+            await eventually(lambda: server.open_watches == len(pod.source.informers))
             unchanged, sent = pod.agent.unchanged, len(pod.client.sent)
             reports = len(pod.client.reports())
             watches = len(server.watches())
@@ -243,7 +282,7 @@ async def test_a_watch_reconnect_compares_everything_and_sends_only_what_differs
             await eventually(lambda: pod.agent.unchanged > unchanged)
             assert len(pod.client.reports()) == reports
             # What changes is sent as a delta naming that service alone.
-            await eventually(lambda: len(server.watches()) >= watches + 3)
+            await eventually(lambda: len(server.watches()) >= watches + len(pod.source.informers))
             k8s.apply(server.store, svc, [k8s.Pod("w", "10.1.0.1"), k8s.Pod("w2", "10.1.0.2")])
             await eventually(lambda: pod.client.deltas(sent))
             assert all(s.answer == "ok" for s in pod.client.reports(sent))

@@ -11,6 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import kubernetes_validate
+
 from agents.kubernetes import nodes
 from globaldns.redis_server import free_port
 from registry.model import Service
@@ -242,3 +244,43 @@ async def test_leader_takeover_on_silence_and_on_release(redis_url: str, tmp_pat
                 assert holders[-2:] == [None, b_id] and set(holders[:-2]) <= {a_id}, holders
                 await eventually(lambda: b.agent.reports > reports)
                 assert (await web(redis_url)) is not None
+
+
+async def test_a_node_lease_is_owned_by_its_pod_and_collected_with_it(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The garbage collector deletes a node Lease with the pod that renews it; a new pod
+    on the node adopts the Lease first, so a rolling update never loses it."""
+    name = nodes.lease_name("node-b")
+    async with (
+        k8s.apiserver(tmp_path) as server,
+        registry(redis_url) as api,
+        k8s.k8s_agent(server, tmp_path, api, node="node-a") as a,
+    ):
+        k8s.apply(server.store, k8s.service("web"), [k8s.Pod("w", "10.1.0.1", node="node-b")])
+        await eventually(a.source.reporting)
+
+        def owners() -> list[dict[str, object]] | None:
+            lease = server.store.objects["leases"].get(("globaldns", name))
+            return None if lease is None else lease["metadata"].get("ownerReferences")
+
+        first = {"pod": "agent-b-1", "pod_uid": "uid-b-1"}
+        async with k8s.k8s_agent(server, tmp_path, api, node="node-b", **first):
+            await eventually(lambda: owners() is not None)
+            assert owners() == [
+                {"apiVersion": "v1", "kind": "Pod", "name": "agent-b-1", "uid": "uid-b-1"}
+            ]
+            stored = server.store.objects["leases"][("globaldns", name)]
+            body = {k: v for k, v in stored.items() if k != "status"}
+            kubernetes_validate.validate(body, "1.33", strict=True)
+        # A rolling update: the next pod adopts the Lease, then the old pod is deleted.
+        second = {"pod": "agent-b-2", "pod_uid": "uid-b-2"}
+        async with k8s.k8s_agent(server, tmp_path, api, node="node-b", **second):
+            await eventually(lambda: (owners() or [{}])[0].get("uid") == "uid-b-2")
+            assert server.store.owner_gone("uid-b-1") == []
+            assert owners() is not None
+        # The agent leaves node-b for good: its pod, then its Lease, are deleted.
+        assert server.store.owner_gone("uid-b-2") == [("leases", ("globaldns", name))]
+        await eventually(lambda: ("globaldns", name) not in a.source.leases.items)
+        # A node without an agent is judged on its Kubernetes conditions alone.
+        assert "node-b" not in a.source.peers().expired

@@ -91,6 +91,7 @@ def test_the_daemonset_configures_every_required_setting(monkeypatch: pytest.Mon
         "spec.nodeName": "node-a",
         "metadata.name": "agent-x",
         "metadata.namespace": "globaldns",
+        "metadata.uid": "0b8b6a4e-uid",
     }
     for var in container["env"]:
         source = var["valueFrom"]
@@ -106,6 +107,7 @@ def test_the_daemonset_configures_every_required_setting(monkeypatch: pytest.Mon
         monkeypatch.setenv(name, value)
     settings = KubernetesAgentSettings()
     assert settings.node_name == "node-a" and settings.pod_name == "agent-x"
+    assert settings.pod_uid == "0b8b6a4e-uid"  # the node Lease's owner
     assert settings.namespace == daemonset["metadata"]["namespace"]
     assert settings.token.get_secret_value() == secret["stringData"]["token"]
     (port,) = container["ports"]

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import structlog.testing
 from kubernetes_asyncio.client import DiscoveryV1Api
 
 from agents.kubernetes.informer import Informer, WatchSettings
@@ -156,10 +157,62 @@ async def test_a_silent_watch_is_ended_by_the_read_timeout(tmp_path: Path) -> No
             await eventually(lambda: server.open_watches == 1)
             server.stalled = True
             k8s.apply(server.store, svc, pods(2))
-            await eventually(lambda: informer.stats.errors >= 1)
+            await eventually(lambda: informer.stats.quiet >= 1)
             server.stalled = False
             await eventually(lambda: "10.1.0.2" in addresses(informer))
             assert informer.stats.lists == 1
+            assert informer.stats.errors == 0  # silence is watched again, not an error
+
+
+async def test_a_quiet_watch_without_bookmarks_is_normal(tmp_path: Path) -> None:
+    """A real apiserver sends no bookmark on a resource without events: the read
+    timeout ends such a watch, and that is no error: watched again from where it was."""
+    quiet = {"quiet_bookmarks": False, "bookmark_interval_s": 0.1}
+    with structlog.testing.capture_logs() as logs:
+        async with k8s.apiserver(tmp_path, **quiet) as server:
+            svc = k8s.service("web")
+            k8s.apply(server.store, svc, pods(1))
+            async with informing(server, tmp_path, read_timeout_s=0.5) as informer:
+                listed_rv = informer.resource_version
+                await eventually(lambda: informer.stats.quiet >= 2)
+                assert informer.stats.bookmarks == 0  # the server said nothing at all
+                watches = server.watches("endpointslices")
+                assert {w.query["resourceVersion"] for w in watches} == {listed_rv}
+                k8s.apply(server.store, svc, pods(2))
+                await eventually(lambda: "10.1.0.2" in addresses(informer))
+                assert informer.stats.errors == 0 and informer.stats.lists == 1
+    loud = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert loud == []
+
+
+async def test_a_dropped_watch_resumes_from_the_last_resource_version_received(
+    tmp_path: Path,
+) -> None:
+    async with k8s.apiserver(tmp_path, bookmark_interval_s=0.2) as server:
+        svc = k8s.service("web")
+        k8s.apply(server.store, svc, pods(1))
+        async with informing(server, tmp_path) as informer:
+            listed_rv = informer.resource_version
+            # Events move the resourceVersion; then everything before it is compacted
+            # away, so resuming from the listed one would be a 410 and a relist.
+            k8s.apply(server.store, svc, pods(5))
+            await eventually(lambda: informer.resource_version == str(server.store.rv))
+            server.store.compact()
+            server.drop_watches()
+            k8s.apply(server.store, svc, pods(6))
+            await eventually(lambda: "10.1.0.6" in addresses(informer))
+            assert server.watches("endpointslices")[1].query["resourceVersion"] != listed_rv
+            # Bookmarks move it too: other resources' writes, then the same again.
+            for _ in range(3):
+                server.store.touch()
+            await eventually(lambda: informer.resource_version == str(server.store.rv))
+            assert informer.stats.bookmarks >= 1
+            server.store.compact()
+            server.drop_watches()
+            k8s.apply(server.store, svc, pods(7))
+            await eventually(lambda: "10.1.0.7" in addresses(informer))
+            assert informer.stats.errors == 2  # the two cut streams
+            assert informer.stats.expired == 0 and informer.stats.lists == 1
 
 
 async def test_paged_list_and_an_expired_continue_token(tmp_path: Path) -> None:
@@ -172,3 +225,24 @@ async def test_paged_list_and_an_expired_continue_token(tmp_path: Path) -> None:
             # page 1, its continuation refused with HTTP 410, then a fresh list: 1 + 3
             assert len(pages) == 5 and "continue" not in pages[2].query
             assert informer.stats.expired == 1 and informer.stats.lists == 1
+
+
+async def test_back_from_an_apiserver_outage_the_informer_relists_and_is_fresh(
+    tmp_path: Path,
+) -> None:
+    """One dropped connection is resumed (above); when the retry cannot reach the
+    apiserver either, it was down: the informer is stale until a list makes it whole."""
+    async with k8s.apiserver(tmp_path) as server:
+        svc = k8s.service("web")
+        k8s.apply(server.store, svc, pods(2))
+        async with informing(server, tmp_path) as informer:
+            assert informer.stale_since is None
+            server.down = True
+            await eventually(lambda: informer.stats.errors >= 2)
+            assert informer.stale_since is not None
+            k8s.apply(server.store, svc, pods(1))  # a pod goes while nobody can see
+            server.down = False
+            informer.poke()
+            await eventually(lambda: informer.stale_since is None)
+            assert informer.stats.lists == 2
+            assert addresses(informer) == {"10.1.0.1"}

@@ -291,3 +291,68 @@ def test_changes_while_the_whole_state_is_out_follow_as_a_delta() -> None:
     run.feed(Reported(10))
     call = run.until_call()
     assert call == SendDelta(min_seq=11, base_seq=10, keys=frozenset({"ns/a"}), observed_ms=3)
+
+
+# -- holding: an apiserver outage (agents.kubernetes.outage) ------------------------------
+
+
+def test_holding_renews_the_lease_and_sends_no_report() -> None:
+    run = Run()
+    run.synced(seq=10)
+    run.feed(schedule.Holding(True))
+    run.change("ns/a", at=run.now + 0.5)
+    run.feed(Changed(None, observed_ms=3))
+    beats = 0
+    for _ in range(5):  # heartbeats on the acknowledged seq, on time; nothing else
+        call = run.until_call()
+        assert call == SendHeartbeat(seq=10)
+        assert run.now == run.state.renewed_at + TIMING.heartbeat_interval_s
+        run.feed(Renewed())
+        beats += 1
+    assert beats == 5
+    # Fresh again: every service is compared with what was acknowledged.
+    run.feed(schedule.Holding(False))
+    call = run.until_call()
+    assert isinstance(call, SendDelta) and call.keys is None and call.base_seq == 10
+
+
+def test_a_failed_heartbeat_while_holding_backs_off_and_keeps_holding() -> None:
+    run = Run()
+    run.synced(seq=10)
+    run.feed(schedule.Holding(True))
+    assert run.until_call() == SendHeartbeat(seq=10)
+    failed_at = run.now
+    run.feed(Failed())  # the registry is unreachable too: it changes nothing it holds
+    assert isinstance(run.action, Wait) and run.action.until > failed_at
+    assert run.until_call() == SendHeartbeat(seq=10)
+
+
+def test_a_refused_heartbeat_while_holding_ends_the_heartbeats() -> None:
+    """409: another reporter wrote (a new leader took over) or the registry lost our
+    report; a hold never sends a whole state, so it waits for fresh caches."""
+    run = Run()
+    run.synced(seq=10)
+    run.feed(schedule.Holding(True))
+    assert run.until_call() == SendHeartbeat(seq=10)
+    assert run.feed(Lost()) == Wait(math.inf)
+    assert run.tick(run.now + 60) == Wait(math.inf)
+    run.feed(schedule.Holding(False))
+    assert isinstance(run.until_call(), SendWhole)
+
+
+def test_a_new_leader_holding_sends_nothing_until_fresh() -> None:
+    run = Run()
+    run.feed(Active(True))
+    assert run.feed(schedule.Holding(True)) == Wait(math.inf)  # nothing acknowledged yet
+    run.change("ns/a", at=run.now + 5)
+    assert run.action == Wait(math.inf)
+    run.feed(schedule.Holding(False))
+    assert isinstance(run.until_call(), SendWhole)
+
+
+def test_holding_ends_with_the_activity() -> None:
+    run = Run()
+    run.synced()
+    run.feed(schedule.Holding(True))
+    run.feed(Active(False))
+    assert not run.state.holding and not run.state.active
