@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry import topology as topology_mod
+
 
 def _default_nameservers() -> dict[str, tuple[str, ...]]:
     return {"ns1.global.example.com": ("127.0.0.1",)}
@@ -24,7 +26,7 @@ class ResolverSettings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="address of /healthz, /readyz")
     http_port: int = Field(default=8053, ge=0, le=65535, description="port of the HTTP side")
     topology: Path = Field(
-        default=Path("deploy/examples/topology.yaml"),
+        default_factory=topology_mod.default_path,
         description="regions (coordinates) and client networks (CIDR → region)",
     )
     geoip_database: Path | None = Field(
