@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint bench bench-scale clean
+.PHONY: dev test lint image bench bench-scale clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "globaldns needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -31,6 +31,16 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/pytest
+
+# The image (Dockerfile). Needs a container builder with a running daemon and the base
+# image (pulled, or already present): PYTHON_IMAGE=... picks another base.
+IMAGE ?= globaldns/globaldns:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+image:
+	@command -v docker >/dev/null || { echo "make image: no docker on PATH; install a container builder (docker, or podman with its docker alias) to build $(IMAGE)" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: docker is installed but cannot reach a daemon (docker info fails); start dockerd or point DOCKER_HOST at one" >&2; exit 1; }
+	@docker build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t $(IMAGE) . || { echo "make image: the build failed; if the base image $(PYTHON_IMAGE) could not be pulled, load it first (docker load) or pass PYTHON_IMAGE=an-image-you-have" >&2; exit 1; }
+	@echo "built $(IMAGE)"
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/resolver_qps.py

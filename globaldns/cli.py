@@ -11,6 +11,8 @@
     globaldns policy set|clear NS/NAME [JSON]   override a service's policy (admin)
     globaldns registry | resolver | agent   run one component, configured by GLOBALDNS_* env
     globaldns export-zone [--region R] [--output FILE]   the registry as a zone file
+    globaldns config check [registry|resolver|agent] [--topology F] [--no-redis]
+                                         validate settings, topology and Redis first
 
 Signals are handled here and nowhere else: they set the stop event every component's
 ``serve`` waits on.
@@ -29,14 +31,17 @@ import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
-from globaldns import show
+from globaldns import config, show
 from globaldns.state import DEFAULT_STATE_FILE
 from registry import logs
+from registry import topology as topology_mod
 from registry.errors import ConfigError
+from registry.topology import describe
 
 
 def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
@@ -218,22 +223,76 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return _run(lambda stop: run(options, stop))
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _settings(cls: type[S]) -> S:
+    """The component's settings from the environment; a bad one is a ConfigError naming
+    the variable (one line), never pydantic's multi-line report."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise ConfigError(config.describe_settings(exc, cls)) from exc
+
+
+def _redis_warning(component: str, url: str) -> Callable[[], Awaitable[None]]:
+    async def warn() -> None:
+        problem = await config.redis_problem(url)
+        if problem is not None:
+            print(
+                f"globaldns {component}: {problem}; starting anyway, /readyz answers 503 "
+                "until it answers",
+                file=sys.stderr,
+            )
+
+    return warn
+
+
 def cmd_registry(args: argparse.Namespace) -> int:
     from registry.server import serve
     from registry.settings import RegistrySettings
 
-    settings = RegistrySettings()
+    settings = _settings(RegistrySettings)
     logs.configure(json=settings.log_json, level=args.log_level)
-    return _run(lambda stop: serve(settings, stop=stop))
+    warn = _redis_warning("registry", settings.redis_url)
+
+    async def main(stop: asyncio.Event) -> None:
+        await warn()
+        await serve(settings, stop=stop)
+
+    return config.run_checked(lambda: _run(main), {settings.port: "GLOBALDNS_PORT"})
 
 
 def cmd_resolver(args: argparse.Namespace) -> int:
     from resolver.main import serve
     from resolver.settings import ResolverSettings
 
-    settings = ResolverSettings()
+    settings = _settings(ResolverSettings)
     logs.configure(json=settings.log_json, level=args.log_level)
-    return _run(lambda stop: serve(settings, stop=stop))
+    warn = _redis_warning("resolver", settings.redis_url)
+
+    async def main(stop: asyncio.Event) -> None:
+        await warn()
+        await serve(settings, stop=stop)
+
+    ports = {settings.http_port: "GLOBALDNS_HTTP_PORT", settings.dns_port: "GLOBALDNS_DNS_PORT"}
+    return config.run_checked(lambda: _run(main), ports)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    components = args.components or ["registry", "resolver"]
+    unknown = set(components) - {"registry", "resolver", "agent"}
+    if unknown:
+        print(
+            f"globaldns config check: no component {', '.join(sorted(unknown))} "
+            "(registry, resolver, agent)",
+            file=sys.stderr,
+        )
+        return 2
+    results = config.check(components, topology=args.topology, redis=not args.no_redis)
+    for ok, line in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {line}")
+    return 0 if all(ok for ok, _ in results) else 2
 
 
 def cmd_export_zone(args: argparse.Namespace) -> int:
@@ -242,7 +301,7 @@ def cmd_export_zone(args: argparse.Namespace) -> int:
     from resolver.settings import ResolverSettings
 
     try:
-        text = asyncio.run(export(ResolverSettings(), region=args.region))
+        text = asyncio.run(export(_settings(ResolverSettings), region=args.region))
     except StoreError as exc:
         print(f"globaldns export-zone: registry unreachable: {exc}", file=sys.stderr)
         return 1
@@ -261,7 +320,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from agents.reporter import RegistryClient
     from agents.settings import AgentSettings
 
-    settings = AgentSettings()  # fields come from the environment
+    settings = _settings(AgentSettings)  # fields come from the environment
     logs.configure(json=settings.log_json, level=args.log_level)
     source = static.load(settings.source)
 
@@ -298,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the whole system locally")
     dev.add_argument("action", nargs="?", choices=["outage", "recover"])
     dev.add_argument("cluster", nargs="?")
-    dev.add_argument("--topology", type=Path, default=Path("deploy/examples/topology.yaml"))
+    dev.add_argument("--topology", type=Path, default=topology_mod.default_path())
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--api-port", type=int, default=8080)
     dev.add_argument("--dns-port", type=int, default=5353)
@@ -355,12 +414,42 @@ def parser() -> argparse.ArgumentParser:
     export_zone.add_argument("--output", type=Path, help="write here instead of stdout")
     export_zone.set_defaults(func=cmd_export_zone)
 
-    for name, func in (
-        ("registry", cmd_registry),
-        ("resolver", cmd_resolver),
-        ("agent", cmd_agent),
+    from agents.settings import AgentSettings
+    from registry.settings import RegistrySettings
+    from resolver.settings import ResolverSettings
+
+    for name, func, cls in (
+        ("registry", cmd_registry, RegistrySettings),
+        ("resolver", cmd_resolver, ResolverSettings),
+        ("agent", cmd_agent, AgentSettings),
     ):
-        sub.add_parser(name, help=f"run the {name} (GLOBALDNS_* settings)").set_defaults(func=func)
+        sub.add_parser(
+            name,
+            help=f"run the {name} (GLOBALDNS_* settings)",
+            description=f"Run the {name}, configured by the environment.",
+            epilog=config.settings_help(cls),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ).set_defaults(func=func)
+
+    conf = sub.add_parser(
+        "config", help="check settings and topology before starting (globaldns config check)"
+    )
+    conf_sub = conf.add_subparsers(dest="config_action", required=True)
+    conf_check = conf_sub.add_parser(
+        "check",
+        help="validate the GLOBALDNS_* settings, the topology and Redis; exit 2 on a problem",
+    )
+    conf_check.add_argument(
+        "components",
+        nargs="*",
+        metavar="registry|resolver|agent",
+        help="which components' settings to check (default: registry resolver)",
+    )
+    conf_check.add_argument(
+        "--topology", type=Path, help="check this topology file instead of GLOBALDNS_TOPOLOGY"
+    )
+    conf_check.add_argument("--no-redis", action="store_true", help="do not try to reach Redis")
+    conf_check.set_defaults(func=cmd_config)
     return top
 
 
@@ -368,8 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValidationError) as exc:
+    except ConfigError as exc:
         print(f"globaldns: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"globaldns: configuration error: {describe(exc)}", file=sys.stderr)
         return 2
     except CallFailed as exc:
         print(f"globaldns: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ log = structlog.get_logger("dev")
 
 @dataclass
 class DevOptions:
-    topology: Path = Path("deploy/examples/topology.yaml")
+    topology: Path = field(default_factory=topology_mod.default_path)
     host: str = "127.0.0.1"
     api_port: int = 8080
     dns_port: int = 5353

@@ -38,6 +38,22 @@ def check(settings: RegistrySettings, topology: Topology) -> None:
         raise ConfigError("GLOBALDNS_CLUSTER_TOKENS: two clusters share a token")
 
 
+def warnings(settings: RegistrySettings, topology: Topology) -> list[str]:
+    """Settings that work but are probably not what was meant, one line each."""
+    if not settings.cluster_tokens:
+        return [
+            "GLOBALDNS_CLUSTER_TOKENS is empty: every agent report will be refused (401); "
+            'set it to {"<cluster>": "<token>", ...} for the clusters of the topology'
+        ]
+    missing = [c.name for c in topology.clusters if c.name not in settings.cluster_tokens]
+    if missing:
+        return [
+            f"GLOBALDNS_CLUSTER_TOKENS has no token for {', '.join(missing)}: "
+            "their agents cannot report"
+        ]
+    return []
+
+
 async def serve(
     settings: RegistrySettings,
     *,
@@ -47,6 +63,8 @@ async def serve(
 ) -> None:
     topology = topology or topology_mod.load(settings.topology)
     check(settings, topology)
+    for warning in warnings(settings, topology):
+        log.warning(warning)
     where = connection.target(settings.redis_url, settings)
     client = store_mod.connect(where, timeout=settings.redis_timeout_s)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from registry import topology as topology_mod
 from registry.connection import RedisOptions
 from registry.model import MAX_CLUSTERS, MAX_ENDPOINTS_PER_SERVICE, MAX_SERVICES_PER_CLUSTER
 
@@ -33,7 +34,7 @@ class RegistrySettings(RedisOptions):
     host: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(default=8080, ge=0, le=65535, description="port of the HTTP API (0: any)")
     topology: Path = Field(
-        default=Path("deploy/examples/topology.yaml"),
+        default_factory=topology_mod.default_path,
         description="regions, clusters and client networks (the cluster's region comes from here)",
     )
     cluster_tokens: dict[str, SecretStr] = Field(

@@ -123,11 +123,30 @@ def _region(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {**base.model_dump(), **spec}
 
 
+EXAMPLE = Path("deploy/examples/topology.yaml")
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def default_path() -> Path:
+    """The example topology: relative to the working directory when it is there (a
+    checkout's root), else in the checkout this package runs from, so `globaldns dev`
+    and the components find it from any directory. An installed image sets
+    GLOBALDNS_TOPOLOGY instead."""
+    if EXAMPLE.exists():
+        return EXAMPLE
+    beside = _CHECKOUT / EXAMPLE
+    return beside if beside.exists() else EXAMPLE
+
+
 def load(path: Path) -> Topology:
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read topology: {exc}") from exc
+        raise ConfigError(
+            f"{path}: cannot read topology ({exc.__class__.__name__}: "
+            f"{getattr(exc, 'strerror', None) or exc}); set GLOBALDNS_TOPOLOGY to the "
+            "topology file"
+        ) from exc
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: a topology is a mapping with 'regions' and 'clusters'")
     return parse(document, origin=str(path))

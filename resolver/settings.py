@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from registry import topology as topology_mod
 from registry.connection import ReadFrom, RedisOptions
 
 
@@ -32,7 +33,7 @@ class ResolverSettings(RedisOptions):
     http_host: str = Field(default="127.0.0.1", description="address of /healthz, /readyz")
     http_port: int = Field(default=8053, ge=0, le=65535, description="port of the HTTP side")
     topology: Path = Field(
-        default=Path("deploy/examples/topology.yaml"),
+        default_factory=topology_mod.default_path,
         description="regions (coordinates) and client networks (CIDR → region)",
     )
     geoip_database: Path | None = Field(

@@ -16,9 +16,9 @@ def udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise _naming(exc, host, port, "udp") from exc
     return sock
 
 
@@ -31,10 +31,17 @@ def tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
         sock.setblocking(False)
         sock.bind((host, port))
         sock.listen(512)
-    except OSError:
+    except OSError as exc:
         sock.close()  # a port taken for TCP (pair() tries another) must not leak it
-        raise
+        raise _naming(exc, host, port, "tcp") from exc
     return sock
+
+
+def _naming(exc: OSError, host: str, port: int, proto: str) -> OSError:
+    """The same error, saying which address it was about (the CLI names the setting)."""
+    error = OSError(exc.errno, f"{exc.strerror} ({host}:{port}/{proto})")
+    error.filename = f"{host}:{port}"
+    return error
 
 
 def pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:

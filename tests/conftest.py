@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,8 +24,17 @@ CI = os.environ.get("CI", "").lower() == "true"
 
 
 def require_tool(name: str) -> str:
-    """The tool's path; skip the test when it is missing, fail under CI=true."""
-    path = shutil.which(name)
+    """The tool's path; skip the test when it is missing, fail under CI=true.
+
+    The venv's own bin directory comes first: tools shipped as wheels (hadolint,
+    kubectl) install there, and `.venv/bin/pytest` does not put it on PATH.
+    """
+    path = shutil.which(
+        name,
+        path=os.pathsep.join(
+            [str(Path(sys.executable).parent), "/usr/sbin", os.environ.get("PATH", "")]
+        ),
+    )
     if path is None:
         message = f"{name} is not installed (apt-get install the package that provides it)"
         if CI:

@@ -1,39 +1,39 @@
-"""deploy/agent/: valid against the Kubernetes schemas (strict), least privilege, and
-consistent with the agent's settings. Offline: kubernetes-validate bundles the schemas."""
+"""The agent as deployed (deploy/agent/, rendered through a cluster's overlay): valid
+against the Kubernetes schemas (strict), least privilege, and consistent with the agent's
+settings. Offline: kubectl kustomize renders, kubernetes-validate bundles the schemas."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from agents.kubernetes.settings import KubernetesAgentSettings
-from tests.helpers import ROOT
+from tests.deploy.render import container_env, named, of_kind, rendered
 
-DEPLOY = ROOT / "deploy" / "agent"
 VERSIONS = ["1.29", "1.33", kubernetes_validate.latest_version()]
+OVERLAY = "us-east-prod"
+TOKEN = "a-token-created-out-of-band"
 
 
-def documents() -> list[tuple[Path, dict[str, Any]]]:
-    out = []
-    for path in sorted(DEPLOY.glob("*.yaml")):
-        out.extend((path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
-    return out
-
-
-def of_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for _path, doc in documents() if doc["kind"] == kind]
+def agent_documents() -> list[dict[str, Any]]:
+    docs = rendered(OVERLAY)
+    return [
+        doc
+        for doc in docs
+        if doc["kind"] == "Namespace"
+        or doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "agent"
+        or doc["metadata"]["name"].startswith("globaldns-agent")
+    ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_manifest_validates_strictly(version: str) -> None:
-    found = documents()
-    assert {doc["kind"] for _p, doc in found} >= {
+    found = agent_documents()
+    assert {doc["kind"] for doc in found} >= {
         "Namespace",
         "ServiceAccount",
         "ClusterRole",
@@ -41,18 +41,23 @@ def test_every_manifest_validates_strictly(version: str) -> None:
         "Role",
         "RoleBinding",
         "ConfigMap",
-        "Secret",
         "DaemonSet",
     }
-    for path, doc in found:
+    for doc in found:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{path.name} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+
+
+def test_no_secret_is_shipped() -> None:
+    # The token is created out of band; a Secret here would overwrite it on every apply.
+    assert of_kind(rendered(OVERLAY), "Secret") == []
 
 
 def test_rbac_is_least_privilege() -> None:
-    (cluster_role,) = of_kind("ClusterRole")
+    docs = agent_documents()
+    (cluster_role,) = of_kind(docs, "ClusterRole")
     granted = {
         (group, resource, verb)
         for rule in cluster_role["rules"]
@@ -66,7 +71,7 @@ def test_rbac_is_least_privilege() -> None:
         ("", "services", "list"),
         ("", "services", "watch"),
     }
-    (role,) = of_kind("Role")
+    (role,) = of_kind(docs, "Role")
     assert role["metadata"]["namespace"] == "globaldns"
     assert role["rules"] == [
         {
@@ -75,41 +80,28 @@ def test_rbac_is_least_privilege() -> None:
             "verbs": ["get", "list", "watch", "create", "update"],
         }
     ]
-    for binding in of_kind("ClusterRoleBinding") + of_kind("RoleBinding"):
+    for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "globaldns-agent", "namespace": "globaldns"}
         ]
 
 
 def test_the_daemonset_configures_every_required_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    (daemonset,) = of_kind("DaemonSet")
+    docs = rendered(OVERLAY)
+    daemonset = named(docs, "DaemonSet", "globaldns-agent")
     (container,) = daemonset["spec"]["template"]["spec"]["containers"]
-    (config,) = of_kind("ConfigMap")
-    (secret,) = of_kind("Secret")
-    environ: dict[str, str] = dict(config["data"])
-    downward = {
-        "spec.nodeName": "node-a",
-        "metadata.name": "agent-x",
-        "metadata.namespace": "globaldns",
-        "metadata.uid": "0b8b6a4e-uid",
-    }
-    for var in container["env"]:
-        source = var["valueFrom"]
-        if "secretKeyRef" in source:
-            assert source["secretKeyRef"]["name"] == secret["metadata"]["name"]
-            environ[var["name"]] = secret["stringData"][source["secretKeyRef"]["key"]]
-        else:
-            environ[var["name"]] = downward[source["fieldRef"]["fieldPath"]]
+    environ = container_env(docs, daemonset, {"globaldns-agent-token": {"token": TOKEN}})
     # The pod's environment, exactly as the DaemonSet builds it, and nothing else.
     for name in [n for n in os.environ if n.startswith("GLOBALDNS_")]:
         monkeypatch.delenv(name)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     settings = KubernetesAgentSettings()
-    assert settings.node_name == "node-a" and settings.pod_name == "agent-x"
+    assert settings.cluster == OVERLAY
+    assert settings.node_name == "node-a" and settings.pod_name == "pod-x"
     assert settings.pod_uid == "0b8b6a4e-uid"  # the node Lease's owner
     assert settings.namespace == daemonset["metadata"]["namespace"]
-    assert settings.token.get_secret_value() == secret["stringData"]["token"]
+    assert settings.token.get_secret_value() == TOKEN
     (port,) = container["ports"]
     assert port["containerPort"] == settings.http_port
     assert container["command"][-1] == "agents.kubernetes"
