@@ -67,8 +67,8 @@ async def serve(
         log.warning(warning)
     where = connection.target(settings.redis_url, settings)
     client = store_mod.connect(where, timeout=settings.redis_timeout_s)
+    store = store_mod.Store(client, deadline_s=settings.redis_timeout_s)
     try:
-        store = store_mod.Store(client, deadline_s=settings.redis_timeout_s)
         app = build_app(settings, topology, store)
         async with running(app, settings.host, settings.port) as port:
             log.info(
@@ -81,5 +81,6 @@ async def serve(
                 started(port)
             await stop.wait()
     finally:
+        await store.settle()
         await client.aclose()
         log.info("registry API stopped")

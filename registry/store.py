@@ -132,6 +132,7 @@ class Store:
         self._write = self.redis.register_script(_WRITE_REPORT)
         self._beacon = self.redis.register_script(_BEACON)
         self._decide_script = self.redis.register_script(_DECIDE)
+        self._inflight: set[asyncio.Future[Any]] = set()
         self.deadline_s = deadline_s
         """Longest one store call may take, connecting and retries included (None: only
         the client's socket timeouts bound it). The registry API sets it so that a frozen
@@ -143,8 +144,18 @@ class Store:
         # the API answers 503 and the agent sends again, so nothing is accepted and lost.
         limit = None if self.deadline_s is None else self.deadline_s + blocking_s
         try:
-            async with asyncio.timeout(limit):
+            if limit is None:
                 return await work()
+            # Past the deadline the caller gets its answer, but the call itself is left to
+            # finish (its socket timeouts bound it): cancelling redis-py in the middle of
+            # connecting or of asking a Sentinel leaks the connection it was making.
+            call = asyncio.ensure_future(work())
+            self._inflight.add(call)
+            call.add_done_callback(self._settled)
+            done, _ = await asyncio.wait({call}, timeout=limit)
+            if not done:
+                raise TimeoutError
+            return call.result()
         except TimeoutError as exc:
             within = "" if limit is None else f" within {limit:g}s"
             raise StoreError(f"redis: no answer{within}") from exc
@@ -152,6 +163,16 @@ class Store:
             raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"redis: {exc}") from exc
+
+    def _settled(self, call: asyncio.Future[Any]) -> None:
+        self._inflight.discard(call)
+        if not call.cancelled():
+            call.exception()  # retrieved: a late failure was already answered as a 503
+
+    async def settle(self) -> None:
+        """Wait for calls that outlived their deadline (before closing the client)."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=10)
 
     async def ping(self) -> bool:
         return bool(await self._call(self.redis.ping))
