@@ -111,11 +111,15 @@ class Tally:
     late_in_fault: int = 0
     against_decision: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def example(self, text: str) -> None:
-        if len(self.examples) < 30:
+        """Keep the first few of each kind of problem (keyed by the text after the time)."""
+        kind = text.split(" ", 1)[1].split(" down for")[0]
+        if self.kinds[kind] < 3 and len(self.examples) < 100:
             self.examples.append(text)
+        self.kinds[kind] += 1
 
 
 def ask(sock: socket.socket, port: int, name: str, log: Log, tally: Tally, check_web: bool) -> None:
@@ -153,11 +157,13 @@ def ask(sock: socket.socket, port: int, name: str, log: Log, tally: Tally, check
                 tally.example(f"{at:.1f}s {name}: override gave {addr}")
             down = log.down_for(addr, at)
             if down > DETECTION_S:
-                if log.in_fault(at):
+                fault = log.in_fault(at)
+                if fault:
                     tally.late_in_fault += 1
                 else:
                     tally.late += 1
-                tally.example(f"{at:.1f}s {name}: {addr} down for {down:.1f}s")
+                during = " (Redis fault)" if fault else ""
+                tally.example(f"{at:.1f}s {name}: {addr} down for {down:.1f}s{during}")
 
 
 def querier(
@@ -218,7 +224,11 @@ def source_yaml(cluster: str, port: int) -> str:
 
 
 def rss_mb(pid: int) -> float:
-    return round(memory(pid)["rss"] / 2**20, 1)
+    """The process's resident memory in MB (-1: it is gone)."""
+    try:
+        return round(memory(pid)["VmRSS"] / 2**20, 1)
+    except (OSError, KeyError):
+        return -1.0
 
 
 async def admin(api: str, method: str, path: str, body: dict[str, Any]) -> None:
