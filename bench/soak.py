@@ -342,8 +342,11 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             address(c, s, i) for i in range(ENDPOINTS) for c in CLUSTERS[1:] for s in ("api",)
         ]
         end = args.minutes * 60
-        next_flap, next_kill, next_sample = args.flap_every_s, args.kill_every_s, 0.0
-        manual_failover_at: float | None = args.kill_every_s / 2
+        # Faults fall between flaps (a third of the way), so that each flap's detection is
+        # measured on its own; the fault windows' own flaps are counted apart anyway.
+        next_flap, next_sample = args.flap_every_s, 0.0
+        next_kill = args.kill_every_s + args.flap_every_s / 3
+        manual_failover_at: float | None = args.kill_every_s / 2 + args.flap_every_s / 3
         flaps = 0
         while log.now() < end:
             now = log.now()

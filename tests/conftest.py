@@ -66,13 +66,23 @@ async def redis_url(redis_server: RedisProcess) -> AsyncIterator[str]:
     yield redis_server.url
 
 
-@pytest.fixture
-def own_redis(redis_binary: str) -> Iterator[RedisProcess]:
-    """A server for this test alone, free to be killed and restarted."""
-    server = RedisProcess(binary=redis_binary)
+def _running(binary: str) -> Iterator[RedisProcess]:
+    server = RedisProcess(binary=binary)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_redis(redis_binary: str) -> Iterator[RedisProcess]:
+    """A server for this test alone, free to be killed and restarted."""
+    yield from _running(redis_binary)
+
+
+@pytest.fixture
+def second_redis(redis_binary: str) -> Iterator[RedisProcess]:
+    """Another one (a replica to fail over to)."""
+    yield from _running(redis_binary)
 
 
 @pytest.fixture(scope="module")

@@ -99,37 +99,33 @@ class KubernetesSource:
         discovery: Any = DiscoveryV1Api(client)
         core: Any = CoreV1Api(client)
         coordination: Any = CoordinationV1Api(client)
+        common: dict[str, Any] = {
+            "settings": watch or WatchSettings(),
+            "on_freshness": self._freshness,
+            "rng": rng,
+            "clock": clock,
+        }
+        list_slices = discovery.list_endpoint_slice_for_all_namespaces
         self.slices: Informer[EndpointSlice] = Informer(
             "endpointslices",
-            partial(
-                discovery.list_endpoint_slice_for_all_namespaces, label_selector=export_selector
-            ),
+            partial(list_slices, label_selector=export_selector),
             parse_slice,
-            settings=watch or WatchSettings(),
             on_change=self._slice_changed,
-            on_freshness=self._freshness,
-            rng=rng,
-            clock=clock,
+            **common,
         )
         self.other_slices: Informer[EndpointSlice] = Informer(
             "endpointslices-other",
-            partial(discovery.list_endpoint_slice_for_all_namespaces, label_selector=OTHER_SLICES),
+            partial(list_slices, label_selector=OTHER_SLICES),
             parse_slice,
-            settings=watch or WatchSettings(),
             on_change=self._slice_changed,
-            on_freshness=self._freshness,
-            rng=rng,
-            clock=clock,
+            **common,
         )
         self.services: Informer[KubeService] = Informer(
             "services",
             partial(core.list_service_for_all_namespaces, label_selector=export_selector),
             parse_service,
-            settings=watch or WatchSettings(),
             on_change=self._service_changed,
-            on_freshness=self._freshness,
-            rng=rng,
-            clock=clock,
+            **common,
         )
         self.leases: Informer[Lease] = Informer(
             "leases",
@@ -137,11 +133,8 @@ class KubernetesSource:
                 coordination.list_namespaced_lease, namespace, label_selector=nodes.LEASE_LABEL
             ),
             parse_lease,
-            settings=watch or WatchSettings(),
             on_change=self._lease_changed,
-            on_freshness=self._leases_freshness,
-            rng=rng,
-            clock=clock,
+            **{**common, "on_freshness": self._leases_freshness},
         )
         lease_api = LeaseApi(
             client, namespace, timeout_s=max(1.0, leader_deadline_s - leader_renew_s)

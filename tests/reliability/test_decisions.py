@@ -9,7 +9,6 @@ proxy that moves every client to it (see ``tests/proxy.py``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ from tests.proxy import proxy
 from tests.reliability.world import CLIENT, WEB, Watcher, admin, compared_again, fleet, goes_to
 
 EU, US, AP = CLIENT["eu-west-prod"], CLIENT["us-east-prod"], CLIENT["ap-south-prod"]
-
-
-@pytest.fixture
-def second_redis(redis_binary: str) -> Iterator[RedisProcess]:
-    server = RedisProcess(binary=redis_binary)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def held(url: str, key: str, field: str) -> str | None:
