@@ -93,11 +93,12 @@ class Log:
         self.events.append((round(self.now(), 3), what))
         print(f"[{self.now():8.1f}s] {what}", flush=True)
 
-    def down_for(self, addr: str, at: float) -> float:
+    def down_for(self, addr: str, at: float) -> tuple[float, float]:
+        """(since when ``addr`` is down, for how long) at ``at``; (-1, -1) when it is up."""
         for start, end in self.down.get(addr, ()):
             if start <= at < end:
-                return at - start
-        return -1.0
+                return start, at - start
+        return -1.0, -1.0
 
     def in_fault(self, at: float) -> bool:
         return any(start <= at <= end + 5 for start, end in self.faults)
@@ -112,6 +113,8 @@ class Tally:
     against_decision: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
+    last_answered: dict[str, float] = field(default_factory=dict)
+    """``<address>@<down since>`` → how long it had been down when last given out."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def example(self, text: str) -> None:
@@ -155,7 +158,10 @@ def ask(sock: socket.socket, port: int, name: str, log: Log, tally: Tally, check
             elif check_web and cluster != WEB_FIRST:
                 tally.against_decision["override not followed"] += 1
                 tally.example(f"{at:.1f}s {name}: override gave {addr}")
-            down = log.down_for(addr, at)
+            since, down = log.down_for(addr, at)
+            if down >= 0:
+                key = f"{addr}@{since:.1f}"
+                tally.last_answered[key] = max(tally.last_answered.get(key, 0.0), down)
             if down > DETECTION_S:
                 fault = log.in_fault(at)
                 if fault:
@@ -388,7 +394,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "late_answers_during_redis_faults": tally.late_in_fault,
         "against_decisions": dict(tally.against_decision),
         "detection_s": DETECTION_S,
+        "given_out_while_down_s": tally.last_answered,
         "flaps": flaps,
+        "flaps_down": {a: v for a, v in log.down.items()},
         "faults": log.faults,
         "processes_died": dead,
         "rss_mb": rss,
@@ -444,6 +452,15 @@ def markdown(result: dict[str, Any], command: str) -> str:
         if name != "t"
     )
     late = f"{result['late_answers']} (+ {result['late_answers_during_redis_faults']} in a fault)"
+    worst = sorted(result["given_out_while_down_s"].values())
+    flaps_seen = sum(len(v) for v in result["flaps_down"].values())
+    never = flaps_seen - len(worst)
+    detect = (
+        f"{worst[len(worst) // 2]:.2f} / {worst[-1]:.2f} s (median / max over {len(worst)} "
+        f"flaps; {never} never given out while down)"
+        if worst
+        else "no flap was ever given out while down"
+    )
     against = f"{sum(result['against_decisions'].values())} {result['against_decisions'] or ''}"
     failed = f"{sum(result['failed'].values())} {result['failed'] or ''}"
     return f"""# Soak, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -456,6 +473,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
 | queries for known names | {result["queries"]:,} | |
 | failed | {failed} | 0 |
 | answers naming an endpoint down > {result["detection_s"]:.1f} s | {late} | 0 |
+| a down endpoint last given out, after it went down | {detect} | ≤ {result["detection_s"]:.1f} s |
 | answers against an operator decision | {against} | 0 |
 | endpoint flaps / Redis faults | {result["flaps"]} / {len(result["faults"])} | |
 | processes that died | {result["processes_died"] or "none"} | none |
