@@ -45,7 +45,7 @@ FAST = ("--repl-diskless-sync-delay", "0")
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0) -> T:
     """Poll ``check`` until it returns something truthy (a hang guard, not a speed)."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -224,7 +224,7 @@ class SentinelTopology:
                     return None
             return port
 
-        return wait_for(healthy, "the Sentinel topology is healthy", timeout=60)
+        return wait_for(healthy, "the Sentinel topology is healthy", timeout=120)
 
     def wait_failover(self, old_port: int) -> int:
         """The Sentinels name a new primary, and it accepts writes (a replica acked)."""
@@ -235,7 +235,7 @@ class SentinelTopology:
                 return None
             return port if self.online_replicas(port) else None
 
-        return wait_for(moved, f"a new primary instead of {old_port}", timeout=60)
+        return wait_for(moved, f"a new primary instead of {old_port}", timeout=120)
 
     def restart_as_primary(self, port: int) -> None:
         """Start a dead server as its configuration says after it was a primary: no
