@@ -104,6 +104,8 @@ class Stats:
     expired: int = 0
     errors: int = 0
     rejected: int = 0
+    longest_backoff_s: float = 0.0
+    """The longest wait chosen after an error (``Retry-After`` sets a floor)."""
 
 
 def _key(raw: Mapping[str, Any]) -> Key:
@@ -351,6 +353,7 @@ class Informer(Generic[T]):
                 relist = relist or self._unreachable >= 2
                 self._stale(True)
                 delay = max(backoff * (0.5 + self.rng.random()), exc.retry_after_s)
+                self.stats.longest_backoff_s = max(self.stats.longest_backoff_s, delay)
                 self.log.warning("watch failed; backing off", error=str(exc), retry_in=delay)
                 await self._backoff(delay)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
