@@ -33,19 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from globaldns.redis_server import RedisProcess, find_binary  # noqa: E402
 from registry import logs  # noqa: E402
-from tests.helpers import registry, resolver  # noqa: E402
+from tests.helpers import eventually, registry, resolver  # noqa: E402
 from tests.reliability.world import CLIENT, Watcher, admin, fleet, goes_to  # noqa: E402
 
 NEAREST = {c: frozenset({c}) for c in CLIENT}
-
-
-async def until(check: object, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError("condition not reached")
 
 
 @contextlib.asynccontextmanager
@@ -85,9 +76,9 @@ async def run(args: argparse.Namespace) -> None:
         async with resolver(redis.url, **lease) as bound:
             port = bound.dns_port
             async with registry(redis.url, **lease) as api, fleet(api) as agents:
-                await until(lambda: goes_to(port, CLIENT["ap-south-prod"], "ap-south-prod"))
+                await eventually(lambda: goes_to(port, CLIENT["ap-south-prod"], "ap-south-prod"))
                 await admin("POST", f"{api}/v1/clusters/eu-west-prod/drain", {"reason": "bench"})
-                await until(lambda: goes_to(port, CLIENT["eu-west-prod"], "us-east-prod"))
+                await eventually(lambda: goes_to(port, CLIENT["eu-west-prod"], "us-east-prod"))
                 drained = {**NEAREST, "eu-west-prod": frozenset({"us-east-prod"})}
                 async with watching(port, drained) as tally:
                     redis.kill()
@@ -95,7 +86,7 @@ async def run(args: argparse.Namespace) -> None:
                     await asyncio.sleep(args.outage_s)
                 show("Redis restarted empty (eu-west drained)", tally)
                 await admin("DELETE", f"{api}/v1/clusters/eu-west-prod/drain")
-                await until(lambda: goes_to(port, CLIENT["eu-west-prod"], "eu-west-prod"))
+                await eventually(lambda: goes_to(port, CLIENT["eu-west-prod"], "eu-west-prod"))
                 async with watching(port, NEAREST) as tally:
                     redis.kill()
                     await asyncio.sleep(args.outage_s)

@@ -373,12 +373,6 @@ class Store:
 
         return await self._call(work)
 
-    async def policies(self) -> dict[str, PolicyOverride]:
-        async def work() -> dict[str, PolicyOverride]:
-            return _policies(await self.redis.hgetall(keys.POLICIES))
-
-        return await self._call(work)
-
     # -- reads ----------------------------------------------------------------------
 
     async def view(self) -> RegistryView:
@@ -546,20 +540,6 @@ class Store:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
-
-    async def drain(self, cluster: str) -> Drain | None:
-        async def work() -> Drain | None:
-            raw = await self.redis.hget(keys.DRAINS, cluster)
-            return _drain(raw) if raw is not None else None
-
-        return await self._call(work)
-
-    async def policy(self, service: str) -> PolicyOverride | None:
-        async def work() -> PolicyOverride | None:
-            raw = await self.redis.hget(keys.POLICIES, service)
-            return _policies({service: raw}).get(service) if raw is not None else None
-
-        return await self._call(work)
 
     async def last_change(self) -> str:
         """The newest change-stream entry's ID: a reader that starts here misses nothing
@@ -790,13 +770,8 @@ def _drain(raw: str) -> Drain | None:
 
 
 def _policies(raw: Mapping[str, str]) -> dict[str, PolicyOverride]:
-    out = {}
-    for key, value in raw.items():
-        try:
-            out[key] = PolicyOverride.model_validate_json(value)
-        except ValidationError:
-            continue  # unreadable by this version: the annotations apply instead
-    return out
+    """The readable overrides (one this version cannot read: the annotations apply)."""
+    return {key: p for key, value in raw.items() if (p := parse_policy(value)) is not None}
 
 
 def _decisions(
