@@ -30,7 +30,14 @@ from collections.abc import Awaitable, Callable, Collection
 import structlog
 
 from agents import delta, probe, probe_state, schedule
-from agents.reporter import Refused, RegistryClient, ReportError, Resync, Stale
+from agents.reporter import (
+    Refused,
+    RegistryClient,
+    ReportError,
+    Resync,
+    Stale,
+    StoreUnavailable,
+)
 from agents.source import Check, Source, Target, VerdictKey
 from agents.static import StaticFeed, StaticSource
 from registry.aio import sleep_or_stop
@@ -71,6 +78,8 @@ class Agent:
         self.schedule = schedule.State()
         self.acked: dict[str, str] = {}
         """Content hash of each service the registry acknowledged, by key."""
+        self._in_doubt: tuple[int, delta.Delta] | None = None
+        """A delta that failed while holding (its seq, its changes): the registry may hold it."""
         self._inbox: list[schedule.Changed] = []
         self._woken = asyncio.Event()
         self._jobs_changed = asyncio.Event()
@@ -98,11 +107,14 @@ class Agent:
             for key, track in self.tracks.items()
         }
 
-    def changed(self, keys: Collection[str] | None) -> None:
-        """Services ``keys`` (None: any) may differ: the sources' and probes' callback."""
+    def changed(self, keys: Collection[str] | None, *, probed: bool = False) -> None:
+        """Services ``keys`` (None: any) may differ: the sources' and probes' callback
+        (``probed``: this agent's own probes changed a verdict)."""
         observed = self.clock() // 1_000_000
         self._inbox.append(
-            schedule.Changed(None if keys is None else frozenset(keys), observed_ms=observed)
+            schedule.Changed(
+                None if keys is None else frozenset(keys), observed_ms=observed, probed=probed
+            )
         )
         self._woken.set()
 
@@ -124,7 +136,7 @@ class Agent:
                         task.cancel()
                         del running[key]
                         if job is None and self._forget(key, keep=set()):
-                            self.changed({key})
+                            self.changed({key}, probed=True)
                 for key, job in jobs.items():
                     if key not in running:
                         task = asyncio.create_task(self._probe_loop(key, job.check, stop))
@@ -164,7 +176,7 @@ class Agent:
             latest = self.source.probe_jobs().get(key, job)
             self._forget(key, keep={t.address for t in latest.targets})
             if flipped:
-                self.changed({key})
+                self.changed({key}, probed=True)
                 self.source.verdicts_changed(self.verdicts())
             await sleep_or_stop(stop, check.interval_s)
 
@@ -246,8 +258,11 @@ class Agent:
             self.log.info("registry holds a newer seq; jumping past it", stored=exc.stored_seq)
             return schedule.Stale(seq, exc.stored_seq)
         except ReportError as exc:
+            if changes is not None:
+                self._in_doubt = (seq, changes)
             return self._failed(exc, seq=seq)
         self.reports += 1
+        self._in_doubt = None
         if changes is None:
             self.acked = delta.hashes(report.services)
             self.whole_reports += 1
@@ -297,14 +312,18 @@ class Agent:
             self.resyncs += 1
             return schedule.Lost()
         self.heartbeats += 1
+        if self._in_doubt is not None and self._in_doubt[0] == seq:
+            delta.amend(self.acked, self._in_doubt[1])  # the failed delta landed after all
+            self._in_doubt = None
         return schedule.Renewed()
 
     def _failed(self, exc: ReportError, *, seq: int) -> schedule.Event:
         refused = isinstance(exc, Refused)
         level = self.log.error if refused else self.log.warning
-        level("registry call failed; will send the whole state again", error=str(exc))
+        then = "ask whether it landed" if self.schedule.holding else "send the whole state again"
+        level("registry call failed", then=then, error=str(exc))
         self.resyncs += 1
-        return schedule.Failed(refused=refused, seq=seq)
+        return schedule.Failed(refused=refused, seq=seq, store=isinstance(exc, StoreUnavailable))
 
     async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
         """Sleep ``timeout``, waking early for a stop or a change."""

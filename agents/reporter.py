@@ -36,6 +36,11 @@ class Unavailable(ReportError):
     pass
 
 
+class StoreUnavailable(Unavailable):
+    """503: the registry answered, but its Redis did not (a restart, a Sentinel failover).
+    The registry fails fast, and writes resume within seconds: retry soon."""
+
+
 class Refused(ReportError):
     pass
 
@@ -85,6 +90,8 @@ class RegistryClient:
 
     def _raise_for(self, status: int, payload: Any) -> None:
         message = payload.get("error", "") if isinstance(payload, dict) else str(payload)
+        if status == 503:
+            raise StoreUnavailable(f"registry answered {status}: {message}")
         if status >= 500:
             raise Unavailable(f"registry answered {status}: {message}")
         raise Refused(f"registry answered {status}: {message}")

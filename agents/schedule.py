@@ -28,14 +28,22 @@ fake clock (``tests/agents/test_schedule.py``)::
   a report renews it too.
 * **Back-off** after an error: exponential from ``backoff_first_s``, jittered by ``rng``
   to spread a fleet of agents, capped at ``backoff_max_s`` (``backoff_refused_max_s`` when
-  the registry refused us: our configuration is wrong and hammering will not fix it).
+  the registry refused us: our configuration is wrong and hammering will not fix it;
+  ``backoff_store_max_s`` when it answered 503: its Redis is failing over, the registry
+  answers that fast, and a write that waits the full back-off after writes resumed is a
+  change reaching DNS seconds late).
 
 * **Holding** (a Kubernetes leader whose apiserver is out, :mod:`agents.kubernetes.outage`):
-  heartbeats renew the lease for the seq the registry acknowledged, and nothing else is
-  sent — no delta, no whole state — because the source's picture may be stale. A failed
-  heartbeat backs off and tries again (it changes nothing the registry holds); a refused
-  one (409: another reporter wrote, or the registry lost our report) ends the
-  heartbeats. When the hold ends every service is compared with what was acknowledged.
+  heartbeats renew the lease for the seq the registry acknowledged, and no whole state
+  is sent, because the source's picture may be stale. Only what the agent learns on its
+  own goes out: a service whose probe verdicts changed (``Changed(probed=True)``: the
+  node-local probes still run) is sent as a delta over the last known objects. A failed
+  heartbeat backs off and tries again (it changes nothing the registry holds). A failed
+  delta leaves its outcome unknown, so the next call is a heartbeat on the delta's seq:
+  200 means it landed (the registry acknowledged it), 409 that it did not (send it
+  again). Any other refusal (409 on our acknowledged seq: another reporter wrote, or the
+  registry lost our report) ends the heartbeats. When the hold ends every service is
+  compared with what was acknowledged.
 
 ``observed_ms`` (wall-clock ms, stamped by the shell when a source or probe notified)
 travels with the pending changes: a report carries the oldest one, for the propagation
@@ -58,6 +66,7 @@ class Timing:
     min_report_interval_s: float = 0.05
     backoff_first_s: float = 0.2
     backoff_max_s: float = 5.0
+    backoff_store_max_s: float = 1.0
     backoff_refused_max_s: float = 30.0
 
 
@@ -71,6 +80,8 @@ class Changed:
     keys: frozenset[str] | None
     """None: anything may have changed (a relist, leadership, the node Leases)."""
     observed_ms: int
+    probed: bool = False
+    """This agent's own probes changed a verdict (sent even while holding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +131,8 @@ class Failed:
     refused: bool = False
     seq: int = 0
     """The seq the failed report used (the registry may hold it): 0 for a heartbeat."""
+    store: bool = False
+    """503: the registry answered; its store was unavailable (retry soon)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +230,11 @@ class State:
     """The current back-off step; 0 after a success."""
     retry_at: float = -math.inf
     holding: bool = False
-    """Heartbeats only: see :class:`Holding`."""
+    """Heartbeats and probe deltas only: see :class:`Holding`."""
+    probed: frozenset[str] = frozenset()
+    """While holding: services whose probe verdicts changed, not yet sent."""
+    doubt_seq: int | None = None
+    """While holding: the seq of a delta whose outcome is unknown (it failed)."""
 
     @property
     def has_pending(self) -> bool:
@@ -254,13 +271,14 @@ def _doubt(state: State, now: float, *, seq: int = 0, stored_seq: int | None = N
 def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random.Random) -> State:
     """The state after ``event`` happened at ``now``."""
     match event:
-        case Changed(keys=keys, observed_ms=observed_ms):
+        case Changed(keys=keys, observed_ms=observed_ms, probed=probed):
             if not state.active or keys == frozenset():
                 return state  # becoming active sends the whole state anyway
             return replace(
                 state,
                 pending_all=state.pending_all or keys is None,
                 pending=state.pending if keys is None else state.pending | keys,
+                probed=state.probed | keys if state.holding and probed and keys else state.probed,
                 since=state.since if state.since is not None else now,
                 observed_ms=_earliest(state.observed_ms, observed_ms),
             )
@@ -280,11 +298,15 @@ def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random
             if holding == state.holding:
                 return state
             if holding or not state.active:
-                return replace(state, holding=holding)
-            # Fresh again: anything may have changed while we held.
+                return replace(state, holding=holding, probed=frozenset(), doubt_seq=None)
+            # Fresh again: anything may have changed while we held. A delta still in
+            # doubt is settled by the whole comparison (a failure of it sends a whole).
             return replace(
                 state,
                 holding=False,
+                probed=frozenset(),
+                doubt_seq=None,
+                need_full=state.need_full or state.doubt_seq is not None,
                 pending_all=True,
                 since=state.since if state.since is not None else now,
             )
@@ -307,20 +329,56 @@ def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random
             return _doubt(state, now, seq=seq, stored_seq=stored)
         case Stale(seq=seq, stored_seq=stored):
             return _doubt(state, now, seq=seq, stored_seq=stored)
-        case Failed(refused=refused, seq=seq):
-            cap = timing.backoff_refused_max_s if refused else timing.backoff_max_s
+        case Failed(refused=refused, seq=seq, store=store):
+            cap = (
+                timing.backoff_refused_max_s
+                if refused
+                else timing.backoff_store_max_s
+                if store
+                else timing.backoff_max_s
+            )
             step = min(state.backoff_s * 2 or timing.backoff_first_s, cap)
             retry_at = now + step * (0.5 + rng.random())
             if state.holding and isinstance(state.in_flight, SendHeartbeat):
                 # A heartbeat changes nothing the registry holds: keep holding.
                 return replace(state, in_flight=None, backoff_s=step, retry_at=retry_at)
+            if state.holding and isinstance(state.in_flight, SendDelta):
+                # Its outcome is unknown: ask with a heartbeat on its seq, then resend.
+                return replace(
+                    state,
+                    in_flight=None,
+                    probed=state.probed | (state.in_flight.keys or frozenset()),
+                    doubt_seq=seq,
+                    seq=max(state.seq, seq),
+                    backoff_s=step,
+                    retry_at=retry_at,
+                )
             doubted = _doubt(state, now, seq=seq)
             return replace(doubted, backoff_s=step, retry_at=retry_at)
         case Renewed():
+            if _asks_doubt(state):
+                # The failed delta landed: the registry holds its seq.
+                return replace(
+                    state,
+                    in_flight=None,
+                    renewed_at=now,
+                    backoff_s=0.0,
+                    acked_seq=state.doubt_seq,
+                    doubt_seq=None,
+                )
             return replace(state, in_flight=None, renewed_at=now, backoff_s=0.0)
         case Lost():
+            if _asks_doubt(state):
+                # The failed delta did not land: the next delta carries its services.
+                return replace(state, in_flight=None, doubt_seq=None)
             return _doubt(state, now)
     raise AssertionError(f"unknown event {event!r}")
+
+
+def _asks_doubt(state: State) -> bool:
+    """The call in flight is the heartbeat asking whether a failed delta landed."""
+    call = state.in_flight
+    return isinstance(call, SendHeartbeat) and call.seq == state.doubt_seq
 
 
 def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
@@ -335,6 +393,25 @@ def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
     if state.holding:
         if state.need_full or state.acked_seq is None:
             return state, Wait(math.inf)  # only a fresh picture may be sent: wait for it
+        if state.doubt_seq is not None:
+            beat = SendHeartbeat(seq=state.doubt_seq)
+            return replace(state, in_flight=beat), beat
+        if state.probed:
+            due = max(
+                (state.since if state.since is not None else now) + timing.coalesce_s,
+                state.sent_at + timing.min_report_interval_s,
+            )
+            if now < due:
+                return state, Wait(due)
+            probe_delta = SendDelta(
+                min_seq=state.seq + 1,
+                base_seq=state.acked_seq,
+                keys=state.probed,
+                observed_ms=state.observed_ms,
+            )
+            return replace(state, probed=frozenset(), in_flight=probe_delta, sent_at=now), (
+                probe_delta
+            )
         return _heartbeat(state, now=now, timing=timing)
     if state.has_pending:
         since = state.since if state.since is not None else now

@@ -16,9 +16,11 @@ from typing import Any
 import aiohttp
 
 from agents.reporter import RegistryClient
+from globaldns.redis_server import free_port
 from registry.model import Report, Service
 from registry.store import opened
 from tests.agents import k8s
+from tests.agents.test_kubernetes_daemonset import NODE_A, listeners, probed_service, verdicts
 from tests.helpers import eventually, registry
 
 CLUSTER = "us-east-prod"
@@ -129,6 +131,50 @@ async def test_an_apiserver_outage_holds_the_lease_and_reports_only_after_a_resy
                 )
             assert all(s.answer == "ok" for s in pod.client.sent[mark:])
             assert not pod.client.wholes(mark), "the registry kept our seq: a delta suffices"
+
+
+async def test_while_holding_the_leaders_own_probes_still_report(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Its node-local probes see a pod fail during the outage: that verdict reaches the
+    registry as a delta over the objects it already reported, and nothing else does."""
+    port = free_port()
+    svc, pods = probed_service(port)
+    on_a = [p for p in pods if p.node == "node-a"]
+    async with (
+        listeners(port) as servers,
+        k8s.apiserver(tmp_path) as server,
+        registry(redis_url, lease_ttl_s=LEASE_TTL_S) as api,
+    ):
+        k8s.apply(server.store, svc, on_a)  # type: ignore[arg-type]
+        async with k8s.k8s_agent(server, tmp_path, api, apiserver_outage_grace_s=120) as pod:
+
+            async def all_healthy() -> bool:
+                found = await verdicts(redis_url)
+                return set(found) == set(NODE_A) and all(v and v[0] for v in found.values())
+
+            await eventually(all_healthy, timeout=30)
+            mark = len(pod.client.sent)
+            server.down = True
+            await eventually(pod.source.holding)
+            servers[NODE_A[0]].close()
+
+            async def failing() -> bool:
+                found = await verdicts(redis_url)
+                return found.get(NODE_A[0]) is not None and not found[NODE_A[0]][0]
+
+            await eventually(failing, timeout=30)
+            assert pod.source.holding(), "the verdict went out during the hold"
+            assert pod.client.reports(mark), "as a delta"
+            assert not pod.client.wholes(mark), "never a whole state while holding"
+            needed = int(2 * LEASE_TTL_S / 0.5)
+            await eventually(lambda: heartbeats(pod, mark) >= needed)
+            assert await lease_fresh(api)
+            found = await verdicts(redis_url)
+            assert found[NODE_A[1]] is not None and found[NODE_A[1]][0]
+            server.down = False
+            await eventually(lambda: not pod.source.holding(), timeout=30)
+            assert not pod.client.wholes(mark)
 
 
 async def test_past_the_grace_the_leader_stands_down(redis_url: str, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ TIMING = schedule.Timing(
     min_report_interval_s=0.05,
     backoff_first_s=0.2,
     backoff_max_s=5.0,
+    backoff_store_max_s=1.0,
     backoff_refused_max_s=30.0,
 )
 
@@ -211,17 +212,25 @@ def test_stale_delta_also_means_whole_state() -> None:
     assert run.until_call() == SendWhole(min_seq=51, observed_ms=1)
 
 
-@pytest.mark.parametrize("refused", [False, True])
-def test_errors_back_off_with_jitter_then_send_the_whole_state(refused: bool) -> None:
+@pytest.mark.parametrize(
+    ("refused", "store", "cap"),
+    [
+        (False, False, TIMING.backoff_max_s),  # no answer: the registry may be down
+        (True, False, TIMING.backoff_refused_max_s),  # 4xx: our configuration is wrong
+        (False, True, TIMING.backoff_store_max_s),  # 503: its Redis is failing over
+    ],
+)
+def test_errors_back_off_with_jitter_then_send_the_whole_state(
+    refused: bool, store: bool, cap: float
+) -> None:
     run = Run(seed=7)
     run.synced()
     run.change("ns/a", at=run.now + 1.0, observed_ms=42)
     run.until_call()
     steps = []
-    cap = TIMING.backoff_refused_max_s if refused else TIMING.backoff_max_s
     for _ in range(12):
         failed_at = run.now
-        run.feed(Failed(refused=refused, seq=run.state.seq + 1))
+        run.feed(Failed(refused=refused, seq=run.state.seq + 1, store=store))
         assert isinstance(run.action, Wait)
         steps.append(run.state.backoff_s)
         wait = run.action.until - failed_at
@@ -356,3 +365,69 @@ def test_holding_ends_with_the_activity() -> None:
     run.feed(schedule.Holding(True))
     run.feed(Active(False))
     assert not run.state.holding and not run.state.active
+
+
+def test_holding_sends_its_own_probe_verdicts_as_deltas() -> None:
+    """The node-local probes still run: what they find goes out; the source's changes
+    (a stale cache's) wait for the hold to end."""
+    run = Run()
+    run.synced(seq=10)
+    run.feed(schedule.Holding(True))
+    run.change("ns/source", at=run.now + 0.5)
+    assert run.until_call() == SendHeartbeat(seq=10)
+    run.feed(Renewed())
+    run.feed(Changed(frozenset({"ns/probed"}), observed_ms=7, probed=True))
+    call = run.until_call()
+    assert isinstance(call, SendDelta)
+    assert call.keys == frozenset({"ns/probed"}) and call.base_seq == 10
+    run.feed(Reported(11))
+    assert run.until_call() == SendHeartbeat(seq=11)
+    run.feed(Renewed())
+    run.feed(schedule.Holding(False))
+    call = run.until_call()
+    assert isinstance(call, SendDelta) and call.keys is None and call.base_seq == 11
+
+
+def test_a_failed_probe_delta_while_holding_asks_whether_it_landed() -> None:
+    run = Run()
+    run.synced(seq=10)
+    run.feed(schedule.Holding(True))
+    run.feed(Changed(frozenset({"ns/a"}), observed_ms=7, probed=True))
+    call = run.until_call()
+    assert isinstance(call, SendDelta)
+    run.feed(Failed(seq=11))
+    # It landed: the heartbeat on its seq is accepted, and it becomes the base.
+    assert run.until_call() == SendHeartbeat(seq=11)
+    run.feed(Renewed())
+    assert run.state.acked_seq == 11 and run.state.holding and not run.state.need_full
+    call = run.until_call()  # its services are compared again (nothing may differ)
+    assert isinstance(call, SendDelta) and call.base_seq == 11
+    assert call.keys == frozenset({"ns/a"})
+
+
+def test_a_failed_probe_delta_that_did_not_land_is_sent_again() -> None:
+    run = Run()
+    run.synced(seq=10)
+    run.feed(schedule.Holding(True))
+    run.feed(Changed(frozenset({"ns/a"}), observed_ms=7, probed=True))
+    assert isinstance(run.until_call(), SendDelta)
+    run.feed(Failed(seq=11))
+    assert run.until_call() == SendHeartbeat(seq=11)
+    run.feed(Lost())  # the registry does not hold 11
+    call = run.until_call()
+    assert isinstance(call, SendDelta)
+    assert call.base_seq == 10 and call.keys == frozenset({"ns/a"}) and call.min_seq == 12
+    run.feed(Reported(12))
+    assert run.until_call() == SendHeartbeat(seq=12)
+
+
+def test_a_probe_delta_refused_while_holding_ends_the_heartbeats() -> None:
+    """409 resync: another reporter wrote, or the registry lost our report."""
+    run = Run()
+    run.synced(seq=10)
+    run.feed(schedule.Holding(True))
+    run.feed(Changed(frozenset({"ns/a"}), observed_ms=7, probed=True))
+    assert isinstance(run.until_call(), SendDelta)
+    assert run.feed(Resync(11)) == Wait(math.inf)
+    run.feed(schedule.Holding(False))
+    assert isinstance(run.until_call(), SendWhole)
