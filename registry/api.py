@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
-from registry import drains, views
+from registry import drains, grants, views
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
 from registry.model import Drain, Heartbeat, PolicyOverride, Report, content_hash, is_label
@@ -36,6 +36,7 @@ log = structlog.get_logger("registry.api")
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SETTINGS: web.AppKey[RegistrySettings] = web.AppKey("settings", RegistrySettings)
 TOPOLOGY: web.AppKey[Topology] = web.AppKey("topology", Topology)
+GRANTS: web.AppKey[grants.Grants] = web.AppKey("grants", grants.Grants)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,7 +73,7 @@ class Metrics:
         )
         self.refused = Counter(
             "globaldns_registry_reports_refused",
-            "reports refused, by why (invalid, stale, resync, limit)",
+            "reports refused, by why (invalid, stale, resync, limit, not granted)",
             ["why"],
             registry=self.registry,
         )
@@ -235,6 +236,26 @@ async def post_report(request: web.Request) -> web.Response:
     region = request.app[TOPOLOGY].region_of(cluster)
     if region is None:
         return error(403, f"cluster {cluster} is not in the registry's topology")
+    grant = request.app[GRANTS].of(cluster)
+    refused = grants.refusals(grant, ((s.key, s.policy is not None) for s in report.services))
+    if refused:
+        metrics.refused.labels("not granted").inc()
+        log.warning(
+            "report refused: not granted",
+            cluster=cluster,
+            refused=len(refused),
+            first=refused[0].service,
+            why=refused[0].why,
+        )
+        named = "; ".join(f"{r.field}: {r.service}: {r.why}" for r in refused[:3])
+        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+        return error(
+            403,
+            f"{named}{more}; {cluster} {grant.describe()}",
+            field=refused[0].field,
+            refused=[r.as_json() for r in refused[:100]],
+            grant=grant.as_json(),
+        )
     kind = "delta" if report.is_delta else "whole"
     try:
         _check_limits(report, settings)
@@ -292,6 +313,12 @@ def _check_limits(report: Report, settings: RegistrySettings) -> None:
             )
 
 
+async def get_grants(request: web.Request) -> web.Response:
+    """What the calling cluster may export and annotate (its agent leaves out the rest)."""
+    cluster = cluster_of(request)
+    return web.json_response({"cluster": cluster, **request.app[GRANTS].of(cluster).as_json()})
+
+
 async def post_heartbeat(request: web.Request) -> web.Response:
     cluster = cluster_of(request)
     try:
@@ -317,14 +344,14 @@ async def get_clusters(request: web.Request) -> web.Response:
 
 async def get_services(request: web.Request) -> web.Response:
     view = await request.app[STORE].view()
-    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request))
+    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
     return web.json_response({"generation": view.generation, "services": list(services.values())})
 
 
 async def get_service(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     view = await request.app[STORE].view()
-    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request))
+    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
     found = services.get(f"{namespace}/{name}")
     if found is None:
         return error(404, f"no cluster exports {namespace}/{name}")
@@ -497,6 +524,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[TOPOLOGY] = topology
+    app[GRANTS] = topology.grants()
     app[STORE] = store
     app[METRICS] = Metrics()
     app[JOURNAL] = Journal(settings.state_dir)
@@ -518,6 +546,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app.cleanup_ctx.append(upkeep)
     app.router.add_post("/v1/reports", post_report)
     app.router.add_post("/v1/heartbeats", post_heartbeat)
+    app.router.add_get("/v1/grants", get_grants)
     app.router.add_get("/v1/clusters", get_clusters)
     app.router.add_get("/v1/services", get_services)
     app.router.add_get("/v1/services/{namespace}/{name}", get_service)

@@ -104,6 +104,8 @@ def http_app(
                 "last_sync_age_s": round(age, 3) if age is not None else None,
                 "sync_errors": follower.errors,
                 "reconciles": follower.reconciles,
+                "policy_conflicts": len(follower.state.conflicts),
+                "records_not_granted": len(follower.state.not_granted),
                 "control_plane_outages": [
                     {"cause": o.cause, "since_ms": o.start_ms} for o in follower.control.ongoing
                 ],
@@ -204,6 +206,7 @@ async def serve(
         observe_propagation=propagation.observe,
         expect_clusters=bool(topology.clusters),
         mass_expiry_fraction=settings.mass_expiry_fraction,
+        grants=topology.grants(),
     )
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
     udp = UdpServer(udp_sock, responder)
