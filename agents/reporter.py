@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from typing import Any
 
 import aiohttp
@@ -76,10 +77,18 @@ def _grant(payload: Any) -> Grant | None:
 
 class RegistryClient:
     def __init__(
-        self, session: aiohttp.ClientSession, url: str, token: str, *, timeout_s: float = 5.0
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.session = session
         self.url = url.rstrip("/")
+        self.tls: ssl.SSLContext | bool = tls if tls is not None else True
+        """How https:// is verified: a context with the registry's CA, or the system's."""
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         """Above the registry's Redis bound (GLOBALDNS_REDIS_TIMEOUT_S): a registry whose
         Redis is stuck answers 503 first, and the outcome is known rather than a timeout."""
@@ -96,6 +105,7 @@ class RegistryClient:
                 data=body,
                 headers=headers,
                 timeout=self.timeout,
+                ssl=self.tls,
             ) as response:
                 try:
                     payload = await response.json(content_type=None)
@@ -118,7 +128,7 @@ class RegistryClient:
         """What this cluster may export and annotate (``GET /v1/grants``)."""
         try:
             async with self.session.get(
-                self.url + "/v1/grants", headers=self.headers, timeout=self.timeout
+                self.url + "/v1/grants", headers=self.headers, timeout=self.timeout, ssl=self.tls
             ) as response:
                 try:
                     payload = await response.json(content_type=None)

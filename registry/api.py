@@ -10,7 +10,6 @@ their state and send it whole again.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
-from registry import drains, grants, views
+from registry import auth, drains, grants, views
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
 from registry.model import Drain, Heartbeat, PolicyOverride, Report, content_hash, is_label
@@ -37,6 +36,7 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SETTINGS: web.AppKey[RegistrySettings] = web.AppKey("settings", RegistrySettings)
 TOPOLOGY: web.AppKey[Topology] = web.AppKey("topology", Topology)
 GRANTS: web.AppKey[grants.Grants] = web.AppKey("grants", grants.Grants)
+TOKENS: web.AppKey[auth.Tokens] = web.AppKey("tokens", auth.Tokens)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -124,44 +124,43 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return auth.bearer(request.headers.get("Authorization", ""))
+
+
+def _unauthorized(message: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="globaldns"'},
+    )
 
 
 def cluster_of(request: web.Request) -> str:
     """The cluster whose token was presented; 401 otherwise."""
     token = _bearer(request)
     if token is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "a cluster bearer token is required"}),
-            content_type="application/json",
-        )
-    found = None
-    for cluster, secret in request.app[SETTINGS].cluster_tokens.items():
-        # Compare against every token so timing does not tell which one matched.
-        if hmac.compare_digest(secret.get_secret_value().encode(), token.encode()):
-            found = cluster
+        raise _unauthorized("a cluster bearer token is required")
+    found = request.app[TOKENS].cluster(token)
     if found is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "unknown token"}), content_type="application/json"
-        )
+        raise _unauthorized("unknown token")
     return found
 
 
 def require_admin(request: web.Request) -> None:
-    admin = request.app[SETTINGS].admin_token
-    token = _bearer(request)
-    if admin is None:
+    tokens = request.app[TOKENS]
+    if not tokens.admin:
         raise web.HTTPForbidden(
             text=json.dumps({"error": "admin calls are disabled: no admin token is configured"}),
             content_type="application/json",
         )
-    if token is None or not hmac.compare_digest(admin.get_secret_value().encode(), token.encode()):
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "the admin bearer token is required"}),
-            content_type="application/json",
-        )
+    if not tokens.is_admin(_bearer(request)):
+        raise _unauthorized("the admin bearer token is required")
+
+
+def require_reader(request: web.Request) -> None:
+    """Inspection routes: open unless a read token is configured (admin also reads)."""
+    if not request.app[TOKENS].may_read(_bearer(request)):
+        raise _unauthorized("the read (or admin) bearer token is required")
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -331,6 +330,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 
 async def get_clusters(request: web.Request) -> web.Response:
+    require_reader(request)
     view = await request.app[STORE].view()
     return web.json_response(
         {
@@ -343,12 +343,14 @@ async def get_clusters(request: web.Request) -> web.Response:
 
 
 async def get_services(request: web.Request) -> web.Response:
+    require_reader(request)
     view = await request.app[STORE].view()
     services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
     return web.json_response({"generation": view.generation, "services": list(services.values())})
 
 
 async def get_service(request: web.Request) -> web.Response:
+    require_reader(request)
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     view = await request.app[STORE].view()
     services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
@@ -459,6 +461,7 @@ async def delete_region_drain(request: web.Request) -> web.Response:
 
 
 async def get_drains(request: web.Request) -> web.Response:
+    require_reader(request)
     current = await request.app[STORE].drains()
     return web.json_response(
         {"drains": [{"cluster": c, **d.model_dump()} for c, d in sorted(current.items())]}
@@ -488,6 +491,7 @@ async def delete_policy(request: web.Request) -> web.Response:
 
 async def get_explain(request: web.Request) -> web.Response:
     """Proxied to a resolver: the decision is the resolver's, computed from its snapshot."""
+    require_admin(request)  # a trace for any client shows what is unhealthy, and where
     url = request.app[SETTINGS].resolver_url
     if not url:
         return error(501, "no resolver to ask: set GLOBALDNS_RESOLVER_URL")
@@ -496,6 +500,7 @@ async def get_explain(request: web.Request) -> web.Response:
         async with session.get(
             f"{url.rstrip('/')}/v1/explain",
             params=request.query,
+            headers={"Authorization": request.headers["Authorization"]},
             timeout=aiohttp.ClientTimeout(total=5),
         ) as response:
             return web.json_response(await response.json(), status=response.status)
@@ -525,6 +530,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[SETTINGS] = settings
     app[TOPOLOGY] = topology
     app[GRANTS] = topology.grants()
+    app[TOKENS] = settings.tokens()
     app[STORE] = store
     app[METRICS] = Metrics()
     app[JOURNAL] = Journal(settings.state_dir)
