@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
@@ -110,6 +111,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.warning("redis unavailable", path=request.path, error=str(exc))
         metrics.store_errors.inc()
         response = error(503, "registry store unavailable, retry", detail=str(exc))
+    except RequestPayloadError as exc:  # a body that does not decode (bad gzip, cut short)
+        log.info("unreadable request body", path=request.path, error=str(exc).strip())
+        response = error(400, f"body: cannot be read: {str(exc).strip()}")
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             response = error(exc.status, exc.reason)
