@@ -481,9 +481,31 @@ async def put_policy(request: web.Request) -> web.Response:
         if isinstance(exc, ValidationError):
             return _invalid(exc)
         return error(400, "body must be an object with 'policy'")
+    unknown = _unknown_names(override, request.app[TOPOLOGY])
+    if unknown:
+        return error(400, unknown[1], field=unknown[0])
     generation = (await _decided(request, request.app[STORE].set_policy(key, override))).generation
     log.info("policy override set", service=key, kind=override.policy.kind, by=override.by)
     return web.json_response({"service": key, "generation": generation, **override.model_dump()})
+
+
+def _unknown_names(override: PolicyOverride, topology: Topology) -> tuple[str, str] | None:
+    """An override that names a cluster (or region) the topology lacks would send no
+    client anywhere it means: (field, message), or None when every name is known."""
+    clusters = {c.name for c in topology.clusters}
+    regions = {r.name for r in topology.regions}
+    policy = override.policy
+    for name in sorted(policy.weights):
+        if name not in clusters:
+            known = ", ".join(sorted(clusters))
+            return "policy.weights", f"policy.weights: {name!r} is not a cluster ({known})"
+    for i, name in enumerate(policy.order):
+        if name not in clusters | regions:
+            return (
+                f"policy.order[{i}]",
+                f"policy.order[{i}]: {name!r} is neither a cluster nor a region of the topology",
+            )
+    return None
 
 
 async def delete_policy(request: web.Request) -> web.Response:

@@ -348,3 +348,22 @@ async def _ask(port: int, name: str) -> set[str]:
     reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=5)
     assert reply.rcode() == dns.rcode.NOERROR
     return {rr.address for rrset in reply.answer for rr in rrset}
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"kind": "weighted", "weights": {"us-east-prod": 1, "us-east-prd": 9}}, "policy.weights"),
+        ({"kind": "failover", "order": ["eu-west-prod", "mars-1"]}, "policy.order[1]"),
+    ],
+)
+async def test_an_override_naming_an_unknown_cluster_is_refused(
+    redis_url: str, policy: dict[str, Any], field: str
+) -> None:
+    async with registry(redis_url) as api, aiohttp.ClientSession() as s:
+        url = f"{api}/v1/services/production/api/policy"
+        status, body = await call(s, "PUT", url, ADMIN, {"policy": policy})
+        assert status == 400 and body["field"] == field, body
+        assert "us-east-prd" in body["error"] or "mars-1" in body["error"]
+        ok = {"kind": "failover", "order": ["eu-west-prod", "ap-south-1"]}  # a region is fine
+        assert (await call(s, "PUT", url, ADMIN, {"policy": ok}))[0] == 200
