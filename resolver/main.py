@@ -23,6 +23,7 @@ from registry import store as store_mod
 from registry import topology as topology_mod
 from registry.aio import sleep_or_stop
 from registry.http import running
+from registry.logs import skipped
 from registry.topology import Topology
 from resolver import sockets
 from resolver.geo import Locator
@@ -103,6 +104,7 @@ def http_app(
                 "live_clusters": sorted(snap.live),
                 "last_sync_age_s": round(age, 3) if age is not None else None,
                 "sync_errors": follower.errors,
+                "bad_records": dict(follower.store.bad_records.counts),
                 "reconciles": follower.reconciles,
                 "control_plane_outages": [
                     {"cause": o.cause, "since_ms": o.start_ms} for o in follower.control.ongoing
@@ -196,13 +198,14 @@ async def serve(
         registry=None,
     )
     follower = Follower(
-        store_mod.Store(client),
+        store_mod.Store(client, on_bad=skipped(log, "resolver")),
         lease_ttl_ms=int(settings.lease_ttl_s * 1000),
         publish=publish,
         invalidate=responder.invalidate,
         resync_interval_s=settings.resync_interval_s,
         observe_propagation=propagation.observe,
         expect_clusters=bool(topology.clusters),
+        clusters=[c.name for c in topology.clusters],
         mass_expiry_fraction=settings.mass_expiry_fraction,
     )
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)

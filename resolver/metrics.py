@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from registry import keys
 from resolver.outages import CAUSES
 from resolver.respond import Responder
 from resolver.sync import Follower
@@ -93,6 +94,16 @@ class ResolverCollector(Collector):
         yield CounterMetricFamily(
             "globaldns_resolver_sync_errors", "failed registry reads", value=self.follower.errors
         )
+        bad = CounterMetricFamily(
+            "globaldns_resolver_bad_records",
+            "records read from Redis that could not be read and were skipped (the resolver "
+            "kept what it held), by kind of key",
+            labels=["key"],
+        )
+        counts = self.follower.store.bad_records.counts
+        for pattern in (*keys.PATTERNS, "other"):
+            bad.add_metric([pattern], counts.get(pattern, 0))
+        yield bad
         ongoing = GaugeMetricFamily(
             "globaldns_resolver_control_plane_outage",
             "1 while leases are held because the control plane cannot take heartbeats, by cause",
