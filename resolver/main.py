@@ -3,6 +3,10 @@
 Listening starts at once, but ``/readyz`` turns true only after the first full load:
 until then every in-zone name would be NXDOMAIN, so a load balancer must not send
 queries yet (CoreDNS's ``ready`` plugin works the same way).
+
+The sync task is supervised: if it raises (a bug, or data nobody foresaw), it is logged
+in one line, counted (``globaldns_resolver_sync_restarts``) and started again after a
+jittered back-off, never left dead behind answers that silently stop changing.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
-import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +25,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from registry import connection
 from registry import store as store_mod
 from registry import topology as topology_mod
-from registry.aio import sleep_or_stop
+from registry.aio import sleep_or_stop, supervise
 from registry.http import running
 from registry.logs import skipped
 from registry.topology import Topology
@@ -95,7 +99,7 @@ def http_app(
 
     async def status(request: web.Request) -> web.Response:
         snap = responder.snapshot
-        age = time.monotonic() - follower.last_sync_monotonic if follower.syncs else None
+        age = follower.age_s()
         return web.json_response(
             {
                 "generation": snap.generation,
@@ -104,6 +108,8 @@ def http_app(
                 "live_clusters": sorted(snap.live),
                 "last_sync_age_s": round(age, 3) if age is not None else None,
                 "sync_errors": follower.errors,
+                "sync_restarts": follower.failures,
+                "last_sync_error": follower.last_error,
                 "bad_records": dict(follower.store.bad_records.counts),
                 "reconciles": follower.reconciles,
                 "control_plane_outages": [
@@ -208,6 +214,17 @@ async def serve(
         clusters=[c.name for c in topology.clusters],
         mass_expiry_fraction=settings.mass_expiry_fraction,
     )
+
+    def sync_failed(error: Exception, wait_s: float) -> None:
+        follower.failed(error)
+        log.error(
+            "resolver sync failed; answering from the snapshot and starting it again",
+            error=f"{type(error).__name__}: {error}",
+            at=_where(error),
+            retry_in_s=round(wait_s, 3),
+            failures=follower.failures,
+        )
+
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
     udp = UdpServer(udp_sock, responder)
     tcp = TcpServer(
@@ -218,7 +235,9 @@ async def serve(
         max_per_source=settings.tcp_max_per_source,
     )
     await tcp.start(tcp_sock)
-    sync = asyncio.create_task(follower.run(stop), name="resolver-sync")
+    sync = asyncio.create_task(
+        supervise(follower.run, stop, on_failure=sync_failed), name="resolver-sync"
+    )
     reporter = asyncio.create_task(report_problems(responder, stop), name="resolver-problems")
     try:
         app = http_app(responder, follower, propagation)
@@ -244,3 +263,13 @@ async def serve(
         await tcp.close()
         await client.aclose()
         log.info("resolver stopped")
+
+
+def _where(error: BaseException) -> str:
+    """Where ``error`` was raised, as ``file:line in function`` (one line, no traceback)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    where = "/".join(last.filename.split("/")[-2:])
+    return f"{where}:{last.lineno} in {last.name}"

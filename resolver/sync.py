@@ -26,7 +26,9 @@ a record that is not the model, a key of the wrong Redis type) is skipped by the
 and counted (:mod:`registry.badrecords`); here the resolver keeps what it held for it —
 the lease, the region, the record, the decision — so one bad value changes no answer, and
 everything else is read and followed as usual. A change stream that cannot be read turns
-following into polling: a reconcile every ``block_ms``.
+following into polling: a reconcile every ``block_ms``. Should the loop raise all the
+same (a bug), :func:`registry.aio.supervise` starts it again and :meth:`run` judges every
+service again, since a half-finished rebuild may have been lost.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ class Follower:
         self.stream_id: str | None = "0-0"
         """Where following resumes; None: the change stream cannot be read (poll)."""
         self.errors = 0
+        self.last_error: str | None = None
+        """Why the last attempt to read the registry failed (None: the last one worked)."""
+        self.runs = 0
+        self.failures = 0
+        """Times the sync loop raised and was started again (:func:`registry.aio.supervise`)."""
         self.last_sync_monotonic = 0.0
         self.syncs = 0
         self.reconciles = 0
@@ -105,7 +112,22 @@ class Follower:
     def snapshot(self) -> Snapshot:
         return self.state.snapshot
 
+    def age_s(self) -> float | None:
+        """Seconds since the registry was last read whole and the snapshot settled
+        (None: never)."""
+        return time.monotonic() - self.last_sync_monotonic if self.syncs else None
+
+    def failed(self, error: Exception) -> None:
+        """The loop raised (a bug, or data nobody foresaw): counted, and said by /readyz
+        while the snapshot ages."""
+        self.failures += 1
+        self.last_error = f"sync failed: {type(error).__name__}: {error}"
+
     async def run(self, stop: asyncio.Event) -> None:
+        if self.runs:
+            # Started again after a failure: whatever was being rebuilt is judged again.
+            self.state.touch_all()
+        self.runs += 1
         failures = 0
         while not stop.is_set():
             try:
@@ -115,6 +137,7 @@ class Follower:
             except StoreError as exc:
                 self.errors += 1
                 failures += 1
+                self.last_error = f"registry unreachable: {exc}"
                 self.control.unreachable(self.state.snapshot.sync_ms)
                 log.warning(
                     "registry unreachable; answering from the last snapshot", error=str(exc)
@@ -326,6 +349,7 @@ class Follower:
             self.invalidate(("",))  # the apex: its SOA serial is the generation
         await self._rebuild()
         self.last_sync_monotonic = time.monotonic()
+        self.last_error = None
         self.syncs += 1
         if not self.published and (self.state.snapshot.clusters or not self.expect_clusters):
             self.published = True
