@@ -2,7 +2,9 @@
 
 Listening starts at once, but ``/readyz`` turns true only after the first full load:
 until then every in-zone name would be NXDOMAIN, so a load balancer must not send
-queries yet (CoreDNS's ``ready`` plugin works the same way).
+queries yet (CoreDNS's ``ready`` plugin works the same way). It turns false again while
+the snapshot is older than ``GLOBALDNS_MAX_SNAPSHOT_AGE_S`` (Redis unreachable, or the
+sync failing), saying why; answering goes on from the snapshot all the same.
 
 The sync task is supervised: if it raises (a bug, or data nobody foresaw), it is logged
 in one line, counted (``globaldns_resolver_sync_restarts``) and started again after a
@@ -85,8 +87,24 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
     return Responder(zone, locator, topology.regions, options, latency=topology.latency)
 
 
+def stale(age_s: float | None, bound_s: float | None, error: str | None) -> str | None:
+    """Why the snapshot is too old for this resolver to call itself ready (None: it is
+    not). ``error``: why the last attempt to read the registry failed, if it did."""
+    if bound_s is None or age_s is None or age_s <= bound_s:
+        return None
+    why = error or "no sync has settled since"
+    return (
+        f"the snapshot is {age_s:.1f}s old, over the {bound_s:g}s bound ({why}); "
+        "DNS still answers from it"
+    )
+
+
 def http_app(
-    responder: Responder, follower: Follower, propagation: Histogram | None = None
+    responder: Responder,
+    follower: Follower,
+    propagation: Histogram | None = None,
+    *,
+    max_snapshot_age_s: float | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -95,6 +113,17 @@ def http_app(
         snap = responder.snapshot
         if not snap.loaded:
             return web.json_response({"status": "waiting for the first load"}, status=503)
+        age = follower.age_s()
+        reason = stale(age, max_snapshot_age_s, follower.last_error)
+        if reason is not None:
+            body = {
+                "status": "stale",
+                "reason": reason,
+                "snapshot_age_s": None if age is None else round(age, 3),
+                "max_snapshot_age_s": max_snapshot_age_s,
+                "generation": snap.generation,
+            }
+            return web.json_response(body, status=503)
         return web.json_response({"status": "ready", "generation": snap.generation})
 
     async def status(request: web.Request) -> web.Response:
@@ -240,7 +269,9 @@ async def serve(
     )
     reporter = asyncio.create_task(report_problems(responder, stop), name="resolver-problems")
     try:
-        app = http_app(responder, follower, propagation)
+        app = http_app(
+            responder, follower, propagation, max_snapshot_age_s=settings.snapshot_age_bound_s
+        )
         async with running(app, settings.http_host, settings.http_port) as http_port:
             bound = Bound(udp_sock.getsockname()[1], http_port)
             log.info(

@@ -1,8 +1,8 @@
-"""When the sync fails: it is started again.
+"""When the sync fails: it is started again, and readiness says when the snapshot is old.
 
 Real Redis, registry and resolver on loopback. A bug is injected into the follower (the
 data-driven failures are in ``tests/reliability/test_bad_records.py``, and none of them
-raises any more).
+raises any more); Redis is killed for the stale snapshot.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import dns.rcode
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
+from globaldns.redis_server import RedisProcess
 from registry.store import Change
+from resolver.main import stale
+from resolver.settings import ResolverSettings
 from resolver.sync import Follower
 from tests.helpers import TOKENS, addresses, aquery, eventually, ready, registry, resolver
 
@@ -93,3 +97,47 @@ async def test_a_sync_that_raises_is_started_again_and_said_in_one_line(
 
 async def _has(answer: Any, address: str) -> bool:
     return address in await answer
+
+
+async def test_an_old_snapshot_is_not_ready_but_still_answers(own_redis: RedisProcess) -> None:
+    async with resolver(own_redis.url, max_snapshot_age_s=3, **LONG_LEASE) as bound:
+        async with registry(own_redis.url, **LONG_LEASE) as api:
+            await report(api, 1, "10.1.0.1", "10.1.0.2")
+            await eventually(lambda: ready(bound.http_port))
+        own_redis.kill()
+
+        async def stale_reason() -> dict[str, Any] | None:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"http://127.0.0.1:{bound.http_port}/readyz") as r,
+            ):
+                body: dict[str, Any] = await r.json()
+                return body if r.status == 503 else None
+
+        body = await eventually(stale_reason)
+        assert body["status"] == "stale"
+        assert "registry unreachable" in body["reason"]
+        assert body["snapshot_age_s"] > body["max_snapshot_age_s"] == 3
+        # Not ready, but every known name is still answered from the snapshot.
+        reply = await aquery(bound.dns_port, NAME, source=US)
+        assert reply.rcode() == dns.rcode.NOERROR
+        assert sorted(addresses(reply)) == ["10.1.0.1", "10.1.0.2"]
+        own_redis.start()
+        await eventually(lambda: ready(bound.http_port))
+
+
+def test_staleness_is_judged_against_the_bound() -> None:
+    assert stale(None, 60, None) is None  # never synced: the first-load rule applies
+    assert stale(59.0, 60, "registry unreachable: x") is None
+    assert stale(61.0, None, None) is None  # no bound
+    reason = stale(61.0, 60, None)
+    assert reason is not None and "61.0s old" in reason and "60s bound" in reason
+    assert "registry unreachable: x" in (stale(61.0, 60, "registry unreachable: x") or "")
+
+
+def test_the_default_bound_follows_the_resync_interval() -> None:
+    assert ResolverSettings().snapshot_age_bound_s == 60
+    assert ResolverSettings(resync_interval_s=5).snapshot_age_bound_s == 30
+    assert ResolverSettings(resync_interval_s=120).snapshot_age_bound_s == 240
+    assert ResolverSettings(max_snapshot_age_s=10).snapshot_age_bound_s == 10
+    assert ResolverSettings(max_snapshot_age_s=0).snapshot_age_bound_s is None
