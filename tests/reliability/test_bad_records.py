@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
+from globaldns import show
 from registry import keys
 from resolver.main import Bound
 from tests.helpers import TOKENS, addresses, aquery, eventually, ready, registry, resolver
@@ -317,13 +318,19 @@ async def test_garbage_costs_its_own_record(
                     # ... and the running one still follows what changes.
                     await report(s, api, "ap-south-prod", 11, 7)
                     await eventually(lambda: gives(bound.dns_port, AP, "10.3.0.7"))
-                problems = []
+                problems, bodies = [], {}
                 for path in GETS:
                     async with s.get(api + path) as got:
                         assert got.status == 200, (path, got.status, await got.text())
-                        problems += (await got.json())["problems"]
+                        bodies[path] = await got.json()
+                        problems += bodies[path]["problems"]
                 if case.shown:
                     assert pattern in {p["kind"] for p in problems}, problems
+                    # `globaldns status` says so too.
+                    text = show.status(
+                        *(bodies[f"/v1/{p}"] for p in ("clusters", "drains", "services"))
+                    )
+                    assert "Unreadable in Redis" in text and case.key in text
         said = Counter(
             (e["event"], e["key"], e["field"], e["why"])
             for e in logs
