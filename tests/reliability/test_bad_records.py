@@ -61,6 +61,9 @@ class Garbage:
     writes: bool = True
     """Reports are still stored while it is there (else the registry cannot write them:
     it writes that key too)."""
+    decides: bool = True
+    """Drains are still made while it is there (else the registry cannot make them: the
+    decision script writes that key too)."""
     again: bool = False
     """Written again until counted: the registry rewrites that key by itself."""
 
@@ -91,9 +94,19 @@ def record(namespace: str, name: str, address: str = "10.1.0.1") -> str:
 C = SPOILED
 CASES = [
     Garbage(
-        "gen-not-an-integer", keys.GENERATION, lambda r: r.set(keys.GENERATION, "x"), writes=False
+        "gen-not-an-integer",
+        keys.GENERATION,
+        lambda r: r.set(keys.GENERATION, "x"),
+        writes=False,
+        decides=False,
     ),
-    Garbage("gen-a-hash", keys.GENERATION, replaced(keys.GENERATION, "hash"), writes=False),
+    Garbage(
+        "gen-a-hash",
+        keys.GENERATION,
+        replaced(keys.GENERATION, "hash"),
+        writes=False,
+        decides=False,
+    ),
     Garbage(
         "chg-an-entry-about-no-cluster",
         keys.CHANGES,
@@ -112,7 +125,13 @@ CASES = [
         ),
         shown=False,
     ),
-    Garbage("chg-a-string", keys.CHANGES, replaced(keys.CHANGES, "string"), writes=False),
+    Garbage(
+        "chg-a-string",
+        keys.CHANGES,
+        replaced(keys.CHANGES, "string"),
+        writes=False,
+        decides=False,
+    ),
     Garbage("clusters-a-bad-name", keys.CLUSTERS, lambda r: r.sadd(keys.CLUSTERS, "Not_A_Name")),
     Garbage("clusters-a-string", keys.CLUSTERS, replaced(keys.CLUSTERS, "string"), writes=False),
     Garbage("cluster-region", keys.cluster(C), hset(keys.cluster(C), "region", "Not A Region")),
@@ -147,7 +166,7 @@ CASES = [
     Garbage("digests-a-string", keys.digests(C), replaced(keys.digests(C), "string"), shown=False),
     Garbage("drains-not-json", keys.DRAINS, hset(keys.DRAINS, C, "{")),
     Garbage("drains-a-bad-field", keys.DRAINS, hset(keys.DRAINS, "Not A Cluster", "{}")),
-    Garbage("drains-a-string", keys.DRAINS, replaced(keys.DRAINS, "string")),
+    Garbage("drains-a-string", keys.DRAINS, replaced(keys.DRAINS, "string"), decides=False),
     Garbage("policies-not-json", keys.POLICIES, hset(keys.POLICIES, "production/web", "[1]")),
     Garbage(
         "policies-a-bad-field",
@@ -161,7 +180,13 @@ CASES = [
         hset(keys.DECISIONS, "policy:production/web", "latest"),
         shown=False,
     ),
-    Garbage("decisions-a-string", keys.DECISIONS, replaced(keys.DECISIONS, "string"), shown=False),
+    Garbage(
+        "decisions-a-string",
+        keys.DECISIONS,
+        replaced(keys.DECISIONS, "string"),
+        shown=False,
+        decides=False,
+    ),
     Garbage(
         "decisions-rev-not-an-integer",
         keys.DECISIONS_REV,
@@ -175,6 +200,7 @@ CASES = [
         replaced(keys.DECISIONS_REV, "hash"),
         resolver_reads=False,
         shown=False,
+        decides=False,
     ),
     Garbage(
         "registry-not-an-integer",
@@ -315,9 +341,16 @@ async def test_garbage_costs_its_own_record(
                 assert await answers_good_names(fresh.dns_port)
                 assert await ready(bound.http_port)
                 if case.writes:
-                    # ... and the running one still follows what changes.
+                    # ... and the running one still follows what changes,
                     await report(s, api, "ap-south-prod", 11, 7)
                     await eventually(lambda: gives(bound.dns_port, AP, "10.3.0.7"))
+                if case.decides:
+                    # ... and what operators decide.
+                    drain = f"{api}/v1/clusters/ap-south-prod/drain"
+                    await admin(s, "POST", drain, {"force": True})
+                    await eventually(lambda: avoids(bound.dns_port, AP, "ap-south-prod"))
+                    await admin(s, "DELETE", drain)
+                    await eventually(lambda: goes_to(bound.dns_port, AP, "ap-south-prod"))
                 problems, bodies = [], {}
                 for path in GETS:
                     async with s.get(api + path) as got:
