@@ -54,6 +54,13 @@ def status(clusters: dict[str, Any], drains: dict[str, Any], services: dict[str,
         spread = " ".join(f"{c}:{h}/{t}" for c, (h, t) in sorted(per_cluster.items()))
         service_rows.append([f"{s['namespace']}/{s['name']}", s["policy"]["kind"], spread])
     out += ["", "Services", table(service_rows, ["service", "policy", "healthy per cluster"])]
+    problems: dict[tuple[str, str, str], None] = {}
+    for part in (clusters, drains, services):
+        for p in part.get("problems", ()):
+            problems[(p["key"], p["field"] or "-", p["why"])] = None
+    if problems:
+        out += ["", "Unreadable in Redis (skipped; the rest is shown)"]
+        out.append(table([list(p) for p in problems], ["key", "field", "why"]))
     return "\n".join(out)
 
 

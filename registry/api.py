@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import aiohttp
@@ -20,12 +20,23 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from registry import auth, drains, grants, views
+from registry import auth, drains, grants, keys, views
+from registry.badrecords import BadRecord
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
-from registry.model import Drain, Heartbeat, PolicyOverride, Report, content_hash, is_label
+from registry.model import (
+    Drain,
+    Heartbeat,
+    PolicyOverride,
+    RegistryView,
+    Report,
+    content_hash,
+    is_label,
+)
 from registry.settings import RegistrySettings
 from registry.store import Decided, Store
 from registry.topology import Topology, describe
@@ -89,6 +100,25 @@ class Metrics:
             "that had lost them",
             registry=self.registry,
         )
+
+
+class BadRecords(Collector):
+    """``globaldns_registry_bad_records_total{key}``: records the store skipped as
+    unreadable, by the kind of key (:data:`registry.keys.PATTERNS`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "globaldns_registry_bad_records",
+            "records read from Redis that could not be read and were skipped, by kind of key",
+            labels=["key"],
+        )
+        counts = self.store.bad_records.counts
+        for pattern in (*keys.PATTERNS, "other"):
+            family.add_metric([pattern], counts.get(pattern, 0))
+        yield family
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
@@ -333,35 +363,59 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     return error(409, "the registry does not hold this report: send the whole state", resync=True)
 
 
+async def _view(request: web.Request) -> RegistryView:
+    """The registry as the GET routes show it: every cluster ``gdns:clusters`` lists,
+    and those of the topology too (should the set be unreadable)."""
+    topology = request.app[TOPOLOGY]
+    return await request.app[STORE].view(also=[c.name for c in topology.clusters])
+
+
+def _problems(found: Iterable[BadRecord]) -> list[dict[str, str]]:
+    """What a read skipped because Redis held something it cannot read: listed beside
+    the answer, which shows everything else (never a 500 for one bad record)."""
+    return [record.as_dict() for record in found]
+
+
 async def get_clusters(request: web.Request) -> web.Response:
     require_reader(request)
-    view = await request.app[STORE].view()
+    view = await _view(request)
     return web.json_response(
         {
             "generation": view.generation,
             "clusters": views.clusters(
                 view, request.app[TOPOLOGY], lease_ttl_ms=_lease_ttl_ms(request)
             ),
+            "problems": _problems(view.problems),
         }
     )
 
 
 async def get_services(request: web.Request) -> web.Response:
     require_reader(request)
-    view = await request.app[STORE].view()
+    view = await _view(request)
     services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
-    return web.json_response({"generation": view.generation, "services": list(services.values())})
+    return web.json_response(
+        {
+            "generation": view.generation,
+            "services": list(services.values()),
+            "problems": _problems(view.problems),
+        }
+    )
 
 
 async def get_service(request: web.Request) -> web.Response:
     require_reader(request)
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    view = await request.app[STORE].view()
+    view = await _view(request)
     services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
     found = services.get(f"{namespace}/{name}")
     if found is None:
-        return error(404, f"no cluster exports {namespace}/{name}")
-    return web.json_response({"generation": view.generation, **found})
+        return error(
+            404, f"no cluster exports {namespace}/{name}", problems=_problems(view.problems)
+        )
+    return web.json_response(
+        {"generation": view.generation, **found, "problems": _problems(view.problems)}
+    )
 
 
 def _known_cluster(request: web.Request) -> str:
@@ -401,7 +455,7 @@ async def _drain(request: web.Request, clusters: list[str], label: str) -> web.R
     except ValidationError as exc:
         return _invalid(exc)
     store = request.app[STORE]
-    view = await store.view()
+    view = await _view(request)
     effects = drains.impact(
         view, request.app[TOPOLOGY], clusters, lease_ttl_ms=_lease_ttl_ms(request)
     )
@@ -466,9 +520,12 @@ async def delete_region_drain(request: web.Request) -> web.Response:
 
 async def get_drains(request: web.Request) -> web.Response:
     require_reader(request)
-    current = await request.app[STORE].drains()
+    current, problems = await request.app[STORE].drains()
     return web.json_response(
-        {"drains": [{"cluster": c, **d.model_dump()} for c, d in sorted(current.items())]}
+        {
+            "drains": [{"cluster": c, **d.model_dump()} for c, d in sorted(current.items())],
+            "problems": _problems(problems),
+        }
     )
 
 
@@ -559,6 +616,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[TOKENS] = settings.tokens()
     app[STORE] = store
     app[METRICS] = Metrics()
+    app[METRICS].registry.register(BadRecords(store))
     app[JOURNAL] = Journal(settings.state_dir)
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:

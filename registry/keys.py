@@ -31,6 +31,10 @@ key                            type    holds
 Change-stream kinds: ``services`` (the ``keys`` of ``cluster`` were upserted or removed:
 read them again), ``cluster`` (too many to name: compare ``cluster``'s digests), ``drain``
 and ``undrain`` (``cluster``'s drain), ``policy`` (the override of the ``keys``).
+
+:data:`PATTERNS` names each row of the table; :func:`pattern` tells which row a key
+belongs to, so that metrics about keys (``globaldns_*_bad_records``) carry one label value
+per row, never one per cluster.
 """
 
 from __future__ import annotations
@@ -60,3 +64,35 @@ def services(name: str) -> str:
 
 def digests(name: str) -> str:
     return f"{PREFIX}cluster:{name}:digests"
+
+
+PATTERNS = (
+    GENERATION,
+    CHANGES,
+    CLUSTERS,
+    cluster("<c>"),
+    services("<c>"),
+    digests("<c>"),
+    DRAINS,
+    POLICIES,
+    DECISIONS,
+    DECISIONS_REV,
+    REGISTRY,
+)
+"""Every key of the schema, the per-cluster ones with ``<c>`` for the cluster."""
+
+_FIXED = frozenset(p for p in PATTERNS if "<" not in p)
+
+
+def pattern(key: str) -> str:
+    """The row of :data:`PATTERNS` that ``key`` belongs to (``other`` for none)."""
+    if key in _FIXED:
+        return key
+    name = key.removeprefix(PREFIX + "cluster:")
+    if name == key:
+        return "other"
+    if name.endswith(":services"):
+        return services("<c>")
+    if name.endswith(":digests"):
+        return digests("<c>")
+    return cluster("<c>")

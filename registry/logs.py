@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import structlog
+
+from registry.badrecords import BadRecord
 
 
 def configure(*, json: bool, level: str = "info") -> None:
@@ -28,3 +31,19 @@ def configure(*, json: bool, level: str = "info") -> None:
     )
     # aiohttp's access log and asyncio's warnings go through the standard library.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
+
+
+def skipped(log: structlog.typing.FilteringBoundLogger, reader: str) -> Callable[[BadRecord], None]:
+    """One warning line per bad record the store skipped (the store says when: the first
+    time, then at most once a minute while it stays bad); no traceback, it is data."""
+
+    def say(record: BadRecord) -> None:
+        log.warning(
+            f"unreadable record in Redis skipped by the {reader}",
+            key=record.key,
+            kind=record.kind,
+            field=record.field,
+            why=record.why,
+        )
+
+    return say

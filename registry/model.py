@@ -21,8 +21,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from registry.badrecords import BadRecord
+
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_RE = re.compile(DNS_LABEL)
+_SERVICE_KEY_RE = re.compile(DNS_LABEL.removesuffix("$") + "/" + DNS_LABEL.removeprefix("^"))
 
 Label = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
 ServiceKey = Annotated[
@@ -305,6 +308,8 @@ class RegistryView(Frozen):
     stream_id: str = "0-0"
     policies: dict[str, PolicyOverride] = Field(default_factory=dict)
     """Operator overrides by ``<namespace>/<name>``."""
+    problems: tuple[BadRecord, ...] = ()
+    """What the read skipped because it could not read it (:mod:`registry.badrecords`)."""
 
 
 def service_key(namespace: str, name: str) -> str:
@@ -312,7 +317,12 @@ def service_key(namespace: str, name: str) -> str:
 
 
 def is_label(value: str) -> bool:
-    return bool(_LABEL_RE.match(value))
+    return bool(_LABEL_RE.fullmatch(value))
+
+
+def is_service_key(value: str) -> bool:
+    """Whether ``value`` is a ``<namespace>/<name>`` (as every stored service is keyed)."""
+    return bool(_SERVICE_KEY_RE.fullmatch(value))
 
 
 def content_hash(service: Service) -> str:

@@ -14,6 +14,7 @@ from registry import topology as topology_mod
 from registry.api import build_app
 from registry.errors import ConfigError
 from registry.http import running, server_tls
+from registry.logs import skipped
 from registry.settings import RegistrySettings
 from registry.topology import Topology
 
@@ -84,7 +85,9 @@ async def serve(
         log.warning(warning)
     where = connection.target(settings.redis_url, settings)
     client = store_mod.connect(where, timeout=settings.redis_timeout_s)
-    store = store_mod.Store(client, deadline_s=settings.redis_timeout_s)
+    store = store_mod.Store(
+        client, deadline_s=settings.redis_timeout_s, on_bad=skipped(log, "registry")
+    )
     try:
         app = build_app(settings, topology, store)
         tls = None

@@ -17,11 +17,20 @@ written by several registry replicas and judged by several resolvers agree.
 
 Every Redis failure leaves this module as :class:`registry.errors.StoreError`; nothing
 past here sees a redis-py exception or a raw reply.
+
+A value the readers cannot read — not an integer, a name that is no name, JSON that is
+not the model, a key of another Redis type (WRONGTYPE) — is not a Redis failure: it is
+skipped and reported as a :class:`registry.badrecords.BadRecord` (counted in
+:attr:`Store.bad_records`, handed to ``on_bad``, and listed in a view's ``problems``),
+and every other record is read as usual. Pipelines run with ``raise_on_error=False`` so
+that one key of the wrong type costs only its own reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,9 +38,10 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from registry import connection, keys
+from registry.badrecords import BadRecord, Tally, shown
 from registry.connection import ReadFrom, Target
 from registry.decisions import Decision, drain_subject, policy_subject
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
@@ -43,10 +53,13 @@ from registry.model import (
     Report,
     Service,
     content_hash,
+    is_label,
+    is_service_key,
 )
 from registry.records import ServiceRecord, compact
 
 T = TypeVar("T")
+Bad = Callable[[BadRecord], None]
 
 _MAX_OPTIMISTIC_TRIES = 20
 
@@ -91,11 +104,12 @@ class Decided:
 
 @dataclass(frozen=True, slots=True)
 class Meta:
-    """A cluster's region, the seq of the report held, and its lease (Redis ms)."""
+    """A cluster's region, the seq of the report held, and its lease (Redis ms); None
+    where the field is not stored or could not be read (a bad record, reported)."""
 
-    region: str
-    seq: int
-    last_seen_ms: int
+    region: str | None
+    seq: int | None
+    last_seen_ms: int | None
     total: str = ""
     """:func:`combined` digest of every service the cluster holds ("" = not known)."""
 
@@ -105,7 +119,8 @@ class Leases:
     """Every cluster's lease, read in one round trip with the server's time."""
 
     now_ms: int
-    generation: int
+    generation: int | None
+    """None: the generation could not be read (a bad record, reported)."""
     last_seen_ms: Mapping[str, int]
     registry_alive_ms: int | None = None
     """When a registry replica last said it was taking heartbeats (None: none ever has)."""
@@ -125,7 +140,14 @@ def connect(
 
 
 class Store:
-    def __init__(self, redis: aioredis.Redis, *, deadline_s: float | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        deadline_s: float | None = None,
+        on_bad: Bad | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         # redis-py's stubs type every reply as bytes | str | Awaitable[...]; the store is
         # the fence where replies become models, so it handles them as Any.
         self.redis: Any = redis
@@ -137,6 +159,16 @@ class Store:
         """Longest one store call may take, connecting and retries included (None: only
         the client's socket timeouts bound it). The registry API sets it so that a frozen
         Redis costs a request this long, then a 503."""
+        self.bad_records = Tally()
+        """Records skipped as unreadable, by kind of key (for the process's metrics)."""
+        self.on_bad = on_bad
+        """Told of a bad record when it should be logged: the first time, then at most
+        once a minute while it stays bad (:class:`registry.badrecords.Tally`)."""
+        self._clock = clock
+
+    def _bad(self, record: BadRecord) -> None:
+        if self.bad_records.note(record, self._clock()) and self.on_bad is not None:
+            self.on_bad(record)
 
     async def _call(self, work: Callable[[], Awaitable[T]], *, blocking_s: float = 0.0) -> T:
         # NOREPLICAS (an isolated old primary refusing writes), READONLY (a demoted one)
@@ -233,17 +265,19 @@ class Store:
                 if max_services is not None and size > max_services:
                     raise LimitExceeded("services per cluster", size, max_services)
                 changed = sorted(k for k, d in digests.items() if held.get(k) != d)
+                touched = [k for k in (*changed, *removed) if k in held]
                 if report.base_seq is None:
                     total = combined(digests.values())
-                elif total_raw:
-                    touched = [*changed, *removed]
+                elif _is_hex(total_raw) and all(_is_hex(held[k]) for k in touched):
                     total = _xor_hex(
                         total_raw,
-                        combined(held[k] for k in touched if k in held),
+                        combined(held[k] for k in touched),
                         combined(digests[k] for k in changed),
                     )
                 else:
-                    total = ""  # unknown until the next whole state
+                    # Unknown (never stored, or a garbled digest) until the next whole
+                    # state: readers compare every digest meanwhile.
+                    total = ""
                 # ... and one to write it, if the seq read is still the one stored.
                 args: list[Any] = [
                     stored_raw or "",
@@ -287,8 +321,8 @@ class Store:
 
         async def work() -> bool:
             stored = await self.redis.hget(keys.cluster(cluster), "seq")
-            if stored is None or int(stored) != seq:
-                return False
+            if _int_or_none(stored) != seq:
+                return False  # a garbled seq too: the whole state sent next replaces it
             now_ms = await self.time_ms()
             await self.redis.hset(keys.cluster(cluster), "last_seen_ms", now_ms)
             return True
@@ -343,24 +377,36 @@ class Store:
         return await self._call(work)
 
     async def decisions_rev(self) -> int:
-        """The newest revision of any decision Redis holds (0: none)."""
-        return _int(await self._call(lambda: self.redis.get(keys.DECISIONS_REV)))
+        """The newest revision of any decision Redis holds (0: none, or unreadable)."""
+
+        async def work() -> int:
+            raw = await self._one(self.redis.get(keys.DECISIONS_REV), keys.DECISIONS_REV, "string")
+            return _int_field(raw, keys.DECISIONS_REV, "", self._bad) or 0
+
+        return await self._call(work)
 
     async def decisions(self) -> dict[str, Decision]:
-        """Every decision Redis holds, cleared ones included, by subject."""
+        """Every decision Redis holds, cleared ones included, by subject. A subject whose
+        value cannot be read is left out (the reader keeps what it holds)."""
 
         async def work() -> dict[str, Decision]:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(keys.DECISIONS)
                 pipe.hgetall(keys.DRAINS)
                 pipe.hgetall(keys.POLICIES)
-                revs, drains, policies = await pipe.execute()
-            return _decisions(revs, drains, policies)
+                replies = await pipe.execute(raise_on_error=False)
+            bad = self._bad
+            revs, drains, policies = (
+                _readable(reply, key, "hash", bad)
+                for reply, key in zip(replies, _DECISION_KEYS, strict=True)
+            )
+            return _decisions(revs, drains, policies, bad)
 
         return await self._call(work)
 
     async def decision(self, subject: str) -> Decision:
-        """One subject's decision (rev 0 and no value: Redis holds none)."""
+        """One subject's decision (rev 0 and no value: Redis holds none, or it cannot be
+        read — either way the reader keeps what it holds)."""
         kind, _, target = subject.partition(":")
         where = keys.DRAINS if kind == "drain" else keys.POLICIES
 
@@ -368,20 +414,39 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hget(keys.DECISIONS, subject)
                 pipe.hget(where, target)
-                rev, value = await pipe.execute()
-            return Decision(subject, _int(rev), value)
+                rev_raw, value_raw = await pipe.execute(raise_on_error=False)
+            bad = self._bad
+            rev = _int_field(
+                _readable(rev_raw, keys.DECISIONS, "hash", bad), keys.DECISIONS, subject, bad
+            )
+            if isinstance(value_raw, Exception):
+                _readable(value_raw, where, "hash", bad)
+                return Decision(subject, 0, None)
+            if value_raw is not None:
+                _check_decision(kind, where, target, value_raw, bad)
+            return Decision(subject, rev or 0, value_raw)
 
         return await self._call(work)
 
     # -- reads ----------------------------------------------------------------------
 
-    async def view(self) -> RegistryView:
-        """A consistent picture of every cluster, and the stream position it matches."""
+    async def view(self, also: Iterable[str] = ()) -> RegistryView:
+        """A consistent picture of every cluster, and the stream position it matches;
+        what could not be read is left out and listed in ``problems``. ``also``: clusters
+        to look for besides those ``gdns:clusters`` names (the topology's), shown if they
+        hold anything, so that a garbled set hides none of them."""
+        extra = frozenset(also)
 
         async def work() -> RegistryView:
             for _ in range(_MAX_OPTIMISTIC_TRIES):
-                generation = int(await self.redis.get(keys.GENERATION) or 0)
-                names: list[str] = sorted(await self.redis.smembers(keys.CLUSTERS))
+                found: list[BadRecord] = []
+                bad = found.append
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.get(keys.GENERATION)
+                    pipe.smembers(keys.CLUSTERS)
+                    first, members = await pipe.execute(raise_on_error=False)
+                listed = _names(_readable(members, keys.CLUSTERS, "set", bad), bad)
+                names = sorted(extra.union(listed))
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for name in names:
                         pipe.hgetall(keys.cluster(name))
@@ -391,23 +456,34 @@ class Store:
                     pipe.xrevrange(keys.CHANGES, count=1)
                     pipe.time()
                     pipe.get(keys.GENERATION)
-                    replies: list[Any] = await pipe.execute()
-                if int(replies[-1] or 0) != generation:
+                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+                if _raw(replies[-1]) != _raw(first):
                     continue
-                policies = _policies(replies[-5])
-                drains = _drains(replies[-4])
-                last = replies[-3]
-                seconds, micros = replies[-2]
+                generation = _generation(first, bad) or 0
+                policies = _policies(_readable(replies[-5], keys.POLICIES, "hash", bad), bad)
+                drains = _drains(_readable(replies[-4], keys.DRAINS, "hash", bad), bad)
+                last = _readable(replies[-3], keys.CHANGES, "stream", bad)
+                seconds, micros = _readable(replies[-2], "TIME", "reply", bad)
                 clusters = tuple(
-                    _cluster(name, replies[2 * i], replies[2 * i + 1], drains.get(name))
+                    _cluster(
+                        name,
+                        _readable(replies[2 * i], keys.cluster(name), "hash", bad) or {},
+                        _readable(replies[2 * i + 1], keys.services(name), "hash", bad) or {},
+                        drains.get(name),
+                        bad,
+                    )
                     for i, name in enumerate(names)
+                    if name in listed or replies[2 * i] or replies[2 * i + 1]
                 )
+                for record in found:
+                    self._bad(record)
                 return RegistryView(
                     generation=generation,
                     now_ms=int(seconds) * 1000 + int(micros) // 1000,
                     clusters=clusters,
                     stream_id=last[0][0] if last else "0-0",
                     policies=policies,
+                    problems=tuple(found),
                 )
             raise StoreError("registry changes too fast for a consistent read")
 
@@ -421,84 +497,128 @@ class Store:
                 pipe.hgetall(keys.cluster(name))
                 pipe.hgetall(keys.services(name))
                 pipe.hget(keys.DRAINS, name)
-                meta, records, drain = await pipe.execute()
+                replies = await pipe.execute(raise_on_error=False)
+            bad = self._bad
+            meta = _readable(replies[0], keys.cluster(name), "hash", bad)
+            records = _readable(replies[1], keys.services(name), "hash", bad) or {}
+            drain = _readable(replies[2], keys.DRAINS, "hash", bad)
             if not meta:
                 return None
-            return _cluster(name, meta, records, _drain(drain) if drain else None)
+            held = _drains({name: drain} if drain else {}, bad).get(name)
+            return _cluster(name, meta, records, held, bad)
 
         return await self._call(work)
 
-    async def drains(self) -> dict[str, Drain]:
-        async def work() -> dict[str, Drain]:
-            raw: dict[str, str] = await self.redis.hgetall(keys.DRAINS)
-            return _drains(raw)
+    async def drains(self) -> tuple[dict[str, Drain], tuple[BadRecord, ...]]:
+        """Every drain, and what could not be read."""
+
+        async def work() -> tuple[dict[str, Drain], tuple[BadRecord, ...]]:
+            found: list[BadRecord] = []
+            raw = await self._one(
+                self.redis.hgetall(keys.DRAINS), keys.DRAINS, "hash", found.append
+            )
+            drains = _drains(raw, found.append)
+            for record in found:
+                self._bad(record)
+            return drains, tuple(found)
 
         return await self._call(work)
 
     async def leases(self, names: Iterable[str] | None = None) -> Leases:
         """Every cluster's lease (or those of ``names``: one round trip instead of two,
-        for a reader that already knows the clusters), with the generation and the time."""
+        for a reader that already knows the clusters), with the generation and the time.
+        A lease that cannot be read is left out."""
 
         async def work() -> Leases:
-            known = sorted(names) if names is not None else None
-            asked = known if known is not None else sorted(await self.redis.smembers(keys.CLUSTERS))
+            bad = self._bad
+            if names is not None:
+                asked = sorted(names)
+            else:
+                members = await self._one(self.redis.smembers(keys.CLUSTERS), keys.CLUSTERS, "set")
+                asked = _names(members, bad)
             async with self.redis.pipeline(transaction=True) as pipe:
                 for name in asked:
                     pipe.hget(keys.cluster(name), "last_seen_ms")
                 pipe.hget(keys.REGISTRY, "alive_ms")
                 pipe.get(keys.GENERATION)
                 pipe.time()
-                replies: list[Any] = await pipe.execute()
-            seconds, micros = replies[-1]
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            seconds, micros = _readable(replies[-1], "TIME", "reply", bad)
+            last_seen = {}
+            for name, reply in zip(asked, replies[:-3], strict=True):
+                key = keys.cluster(name)
+                seen = _int_field(_readable(reply, key, "hash", bad), key, "last_seen_ms", bad)
+                if seen is not None:
+                    last_seen[name] = seen
+            alive = _readable(replies[-3], keys.REGISTRY, "hash", bad)
             return Leases(
                 now_ms=int(seconds) * 1000 + int(micros) // 1000,
-                generation=_int(replies[-2]),
-                last_seen_ms={
-                    n: _int(v) for n, v in zip(asked, replies[:-3], strict=True) if v is not None
-                },
-                registry_alive_ms=_int_or_none(replies[-3]),
+                generation=_generation(replies[-2], bad),
+                last_seen_ms=last_seen,
+                registry_alive_ms=_int_field(alive, keys.REGISTRY, "alive_ms", bad),
             )
 
         return await self._call(work)
 
-    async def metas(self) -> tuple[int, dict[str, Meta]]:
-        """Every cluster's region, seq and lease, and the generation they go with."""
+    async def metas(self, also: Iterable[str] = ()) -> tuple[int | None, dict[str, Meta]]:
+        """Every cluster's region, seq and lease, and the generation they go with (None:
+        unreadable). ``also``: clusters to look for besides those ``gdns:clusters`` names
+        (the ones the reader holds or expects), so that a garbled set hides none of them."""
 
-        async def work() -> tuple[int, dict[str, Meta]]:
-            names: list[str] = sorted(await self.redis.smembers(keys.CLUSTERS))
+        async def work() -> tuple[int | None, dict[str, Meta]]:
+            bad = self._bad
+            members = await self._one(self.redis.smembers(keys.CLUSTERS), keys.CLUSTERS, "set")
+            names = sorted(set(_names(members, bad)) | set(also))
             async with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.hgetall(keys.cluster(name))
                 pipe.get(keys.GENERATION)
-                replies: list[Any] = await pipe.execute()
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
             out = {}
-            for name, raw in zip(names, replies[:-1], strict=True):
-                if raw:
-                    out[name] = _meta(raw)
-            return int(replies[-1] or 0), out
+            for name, reply in zip(names, replies[:-1], strict=True):
+                raw = _readable(reply, keys.cluster(name), "hash", bad)
+                if isinstance(reply, Exception):
+                    out[name] = Meta(None, None, None)  # its records are still read
+                elif raw:
+                    out[name] = _meta(name, raw, bad)
+            return _generation(replies[-1], bad), out
 
         return await self._call(work)
 
     async def meta(self, cluster: str) -> Meta | None:
         async def work() -> Meta | None:
-            raw = await self.redis.hgetall(keys.cluster(cluster))
-            return _meta(raw) if raw else None
+            key = keys.cluster(cluster)
+            raw = await self._one(self.redis.hgetall(key), key, "hash")
+            return _meta(cluster, raw, self._bad) if raw else None
 
         return await self._call(work)
 
-    async def digests(self, cluster: str) -> dict[str, str]:
-        """``<namespace>/<name>`` → content hash, for every service ``cluster`` holds.
+    async def digests(self, cluster: str) -> dict[str, str] | None:
+        """``<namespace>/<name>`` → content hash, for every service ``cluster`` holds
+        (None: the hash cannot be read; a garbled digest reads as "").
 
         Read in pages (HSCAN), so a cluster of 10,000 services never arrives as one
         reply that stalls the reader's event loop while it is parsed.
         """
+        key = keys.digests(cluster)
 
-        async def work() -> dict[str, str]:
+        async def work() -> dict[str, str] | None:
             out: dict[str, str] = {}
             cursor = 0
             while True:
-                cursor, page = await self.redis.hscan(keys.digests(cluster), cursor, count=1000)
-                out.update(page)
+                try:
+                    cursor, page = await self.redis.hscan(key, cursor, count=1000)
+                except ResponseError as exc:
+                    _readable(exc, key, "hash", self._bad)  # WRONGTYPE, or raised
+                    return None
+                for field, digest in page.items():
+                    if not is_service_key(field):
+                        self._bad(BadRecord(key, field, "not a <namespace>/<name>"))
+                    elif not _is_hex(digest):
+                        self._bad(BadRecord(key, field, f"not a hex digest: {shown(digest)}"))
+                        out[field] = ""
+                    else:
+                        out[field] = digest
                 if int(cursor) == 0:
                     return out
 
@@ -507,20 +627,24 @@ class Store:
     async def records(
         self, cluster: str, wanted: list[str]
     ) -> AsyncIterator[dict[str, ServiceRecord | None]]:
-        """The records of ``wanted`` services, page by page (None: not held, or unreadable).
+        """The records of ``wanted`` services, page by page (None: not held).
 
         Each record is validated as the model (what is in Redis is input too) and kept in
-        compact form, tagged with the digest it was stored under.
+        compact form, tagged with the digest it was stored under. One that cannot be read
+        is left out of its page (reported), so the reader keeps what it held.
         """
         parts = _chunks(wanted, _READ_CHUNK)
+        where, digest_key = keys.services(cluster), keys.digests(cluster)
 
-        async def fetch(part: list[str]) -> tuple[list[Any], list[Any]]:
-            async def work() -> tuple[list[Any], list[Any]]:
+        async def fetch(part: list[str]) -> tuple[list[Any] | None, list[Any]]:
+            async def work() -> tuple[list[Any] | None, list[Any]]:
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.hmget(keys.services(cluster), part)
-                    pipe.hmget(keys.digests(cluster), part)
-                    raw, digests = await pipe.execute()
-                return raw, digests
+                    pipe.hmget(where, part)
+                    pipe.hmget(digest_key, part)
+                    raw, digests = await pipe.execute(raise_on_error=False)
+                raw = _readable(raw, where, "hash", self._bad)
+                digests = _readable(digests, digest_key, "hash", self._bad)
+                return raw, digests or [None] * len(part)
 
             return await self._call(work)
 
@@ -533,41 +657,66 @@ class Store:
                 raw, digests = await ahead
                 ahead = asyncio.ensure_future(fetch(parts[i + 1])) if i + 1 < len(parts) else None
                 page: dict[str, ServiceRecord | None] = {}
-                for key, value, digest in zip(part, raw, digests, strict=True):
-                    page[key] = _record(value, digest) if value is not None else None
+                for key, value, digest in zip(part, raw or (), digests, strict=False):
+                    if value is None:
+                        page[key] = None
+                    elif (record := _record(cluster, key, value, digest, self._bad)) is not None:
+                        page[key] = record
                 yield page
         finally:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
 
-    async def last_change(self) -> str:
+    async def last_change(self) -> str | None:
         """The newest change-stream entry's ID: a reader that starts here misses nothing
-        that is written after it reads."""
+        that is written after it reads (None: the stream cannot be read)."""
 
-        async def work() -> str:
-            last = await self.redis.xrevrange(keys.CHANGES, count=1)
+        async def work() -> str | None:
+            last = await self._one(
+                self.redis.xrevrange(keys.CHANGES, count=1), keys.CHANGES, "stream"
+            )
+            if last is None:
+                return None
             return str(last[0][0]) if last else "0-0"
 
         return await self._call(work)
 
-    async def changes(self, after: str, *, block_ms: int) -> tuple[str, list[Change]]:
+    async def changes(self, after: str, *, block_ms: int) -> tuple[str | None, list[Change]]:
         """Stream entries after ``after``, waiting up to ``block_ms`` for the first; and the
         oldest entry the stream held just before: if it is newer than ``after``, entries
-        the reader never saw were trimmed away, and it must reconcile."""
+        the reader never saw were trimmed away, and it must reconcile. None instead of the
+        oldest: the stream cannot be read (reported), and nothing was waited for."""
 
-        async def work() -> tuple[str, list[Change]]:
+        async def work() -> tuple[str | None, list[Change]]:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xrange(keys.CHANGES, count=1)
                 pipe.xread({keys.CHANGES: after}, block=block_ms, count=1000)
-                oldest, reply = await pipe.execute()
+                oldest, reply = await pipe.execute(raise_on_error=False)
+            if isinstance(oldest, Exception) or isinstance(reply, Exception):
+                _readable(
+                    oldest if isinstance(oldest, Exception) else reply,
+                    keys.CHANGES,
+                    "stream",
+                    self._bad,
+                )
+                return None, []
             out: list[Change] = []
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
-                    out.append(_change(entry_id, fields))
+                    out.append(_change(entry_id, fields, self._bad))
             return (str(oldest[0][0]) if oldest else "0-0"), out
 
         return await self._call(work, blocking_s=block_ms / 1000)
+
+    async def _one(
+        self, call: Awaitable[Any], key: str, expected: str, bad: Bad | None = None
+    ) -> Any:
+        """One command's reply; None when ``key`` holds another type (reported)."""
+        try:
+            return await call
+        except ResponseError as exc:
+            return _readable(exc, key, expected, bad or self._bad)
 
 
 def _append_change(pipe: Any, fields: Mapping[str, str | int]) -> None:
@@ -636,8 +785,9 @@ _DECIDE = """
 -- KEYS: decisions, drains or policies, decisions rev, generation, changes
 -- ARGV: subject, field, value, rev (0: new), maxlen, stream fields
 -- Returns {applied, rev, generation, existed}.
-local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local top = tonumber(redis.call('GET', KEYS[3]) or '0')
+-- A garbled revision reads as 0 (and is replaced), so it cannot block decisions.
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+local top = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 local existed = redis.call('HEXISTS', KEYS[2], ARGV[2])
 local rev = tonumber(ARGV[4])
 if rev == 0 then
@@ -685,46 +835,241 @@ def _int_or_none(raw: str | None) -> int | None:
         return None
 
 
-def _change(entry_id: str, fields: Mapping[str, str]) -> Change:
-    raw_keys = fields.get("keys", "")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_DECISION_KEYS = (keys.DECISIONS, keys.DRAINS, keys.POLICIES)
+_CLUSTER_KINDS = ("services", "cluster", "drain", "undrain")
+
+
+def _is_hex(value: str | None) -> bool:
+    return value is not None and _HEX.fullmatch(value) is not None
+
+
+def _readable(reply: Any, key: str, expected: str, bad: Bad) -> Any:
+    """A reply, or None when ``key`` holds another Redis type than ``expected`` (a bad
+    record, reported). Any other error reply is raised: Redis failed, not the data."""
+    if not isinstance(reply, Exception):
+        return reply
+    if isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE"):
+        bad(BadRecord(key, "", f"not a {expected}"))
+        return None
+    raise reply
+
+
+def _raw(reply: Any) -> Any:
+    """A reply as something to compare (error replies compare by their message)."""
+    return ("error", str(reply)) if isinstance(reply, Exception) else reply
+
+
+def _int_field(raw: str | None, key: str, field: str, bad: Bad) -> int | None:
+    """A stored integer (None: not stored, or garbled and reported)."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        bad(BadRecord(key, field, f"not an integer: {shown(raw)}"))
+        return None
+
+
+def _generation(reply: Any, bad: Bad) -> int | None:
+    """The generation (0: none yet; None: unreadable, reported)."""
+    raw = _readable(reply, keys.GENERATION, "string", bad)
+    if raw is None:
+        return None if isinstance(reply, Exception) else 0
+    return _int_field(raw, keys.GENERATION, "", bad)
+
+
+def _names(members: Iterable[str] | None, bad: Bad) -> list[str]:
+    """The cluster names of ``gdns:clusters`` (one that is no cluster name is reported)."""
+    names = []
+    for name in sorted(members or ()):
+        if is_label(name):
+            names.append(name)
+        else:
+            bad(BadRecord(keys.CLUSTERS, name, "not a cluster name"))
+    return names
+
+
+def _invalid(exc: ValidationError) -> str:
+    """The first thing wrong with a stored record, in a few words."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return shown(f"{where + ': ' if where else ''}{first['msg']}").strip("'\"") + more
+
+
+def _change(entry_id: str, fields: Mapping[str, str], bad: Bad) -> Change:
+    """One stream entry; an entry naming no cluster it could be about is kept as an
+    entry of no kind (skipped by readers) so that the reader moves past it."""
+    kind = fields.get("kind", "")
+    cluster = fields.get("cluster", "")
+    if kind in _CLUSTER_KINDS and not is_label(cluster):
+        bad(BadRecord(keys.CHANGES, entry_id, f"cluster is no cluster name: {shown(cluster)}"))
+        return Change(entry_id, "", "")
+    named = [k for k in fields.get("keys", "").split(",") if k]
+    good = tuple(k for k in named if is_service_key(k))
+    if len(good) != len(named):
+        wrong = [k for k in named if not is_service_key(k)]
+        bad(BadRecord(keys.CHANGES, entry_id, f"keys not <namespace>/<name>: {shown(wrong)}"))
     obs = fields.get("obs", "")
     return Change(
-        entry_id,
-        fields.get("cluster", ""),
-        fields.get("kind", ""),
-        tuple(k for k in raw_keys.split(",") if k),
-        int(obs) if obs.isdigit() else None,
+        entry_id, cluster, kind, good, _int_field(obs or None, keys.CHANGES, entry_id, bad)
+    )
+
+
+def _meta(name: str, raw: Mapping[str, str], bad: Bad) -> Meta:
+    key = keys.cluster(name)
+    region = raw.get("region")
+    if region is not None and not is_label(region):
+        bad(BadRecord(key, "region", f"not a region name: {shown(region)}"))
+        region = None
+    total = raw.get("total", "")
+    if total and not _is_hex(total):
+        bad(BadRecord(key, "total", f"not a hex digest: {shown(total)}"))
+        total = ""
+    return Meta(
+        region=region,
+        seq=_int_field(raw.get("seq"), key, "seq", bad),
+        last_seen_ms=_int_field(raw.get("last_seen_ms"), key, "last_seen_ms", bad),
+        total=total,
     )
 
 
 def _cluster(
-    name: str, meta: Mapping[str, str], records: Mapping[str, str], drain: Drain | None
+    name: str,
+    meta: Mapping[str, str],
+    records: Mapping[str, str],
+    drain: Drain | None,
+    bad: Bad,
 ) -> ClusterState:
-    services = []
-    for key in sorted(records):
-        try:
-            services.append(Service.model_validate_json(records[key]))
-        except ValidationError:
-            # A record this version cannot read is skipped, not fatal: the next report
-            # from its cluster replaces it.
-            continue
+    """A cluster as the API shows it; its unreadable records are left out (reported)."""
+    services = [s for key in sorted(records) if (s := _service(name, key, records[key], bad))]
+    known = _meta(name, meta, bad)
     return ClusterState(
         name=name,
-        region=meta.get("region", "unknown"),
-        seq=_int(meta.get("seq")),
-        last_seen_ms=_int(meta.get("last_seen_ms")),
+        region=known.region or "unknown",
+        seq=known.seq or 0,
+        last_seen_ms=known.last_seen_ms or 0,
         services=tuple(services),
         drain=drain,
     )
 
 
-def _meta(raw: Mapping[str, str]) -> Meta:
-    return Meta(
-        region=raw.get("region", "unknown"),
-        seq=_int(raw.get("seq")),
-        last_seen_ms=_int(raw.get("last_seen_ms")),
-        total=raw.get("total", ""),
-    )
+def _service(cluster: str, key: str, raw: str, bad: Bad) -> Service | None:
+    """A stored service record, validated as the model and against its field."""
+    where = keys.services(cluster)
+    if not is_service_key(key):
+        bad(BadRecord(where, key, "not a <namespace>/<name>"))
+        return None
+    try:
+        service = Service.model_validate_json(raw)
+    except ValidationError as exc:
+        bad(BadRecord(where, key, _invalid(exc)))
+        return None
+    if service.key != key:
+        bad(BadRecord(where, key, f"holds {shown(service.key)}"))
+        return None
+    return service
+
+
+def _record(cluster: str, key: str, raw: str, digest: str | None, bad: Bad) -> ServiceRecord | None:
+    service = _service(cluster, key, raw, bad)
+    if service is None:
+        return None
+    if digest is not None and not _is_hex(digest):
+        bad(BadRecord(keys.digests(cluster), key, f"not a hex digest: {shown(digest)}"))
+        digest = None
+    return compact(service, digest or content_hash(service))
+
+
+def _drain(raw: str) -> Drain | None:
+    try:
+        return Drain.model_validate_json(raw)
+    except ValidationError:
+        return Drain(reason="(unreadable drain record)")
+
+
+def _check_decision(kind: str, where: str, target: str, value: str, bad: Bad) -> None:
+    """Report a stored drain or override this version cannot read. An unreadable drain
+    still drains (failing safe: the cluster stays out); an unreadable override is not
+    applied (the service's annotations decide)."""
+    model = Drain if kind == "drain" else PolicyOverride
+    try:
+        model.model_validate_json(value)
+    except ValidationError as exc:
+        effect = "kept as a drain" if kind == "drain" else "not applied"
+        bad(BadRecord(where, target, f"{_invalid(exc)} ({effect})"))
+
+
+def _target_ok(kind: str, target: str) -> bool:
+    return is_label(target) if kind == "drain" else is_service_key(target)
+
+
+def _target_bad(kind: str, where: str, target: str, bad: Bad) -> None:
+    what = "a cluster name" if kind == "drain" else "a <namespace>/<name>"
+    bad(BadRecord(where, target, f"not {what}"))
+
+
+def _policies(raw: Mapping[str, str] | None, bad: Bad) -> dict[str, PolicyOverride]:
+    """The readable overrides (one this version cannot read: the annotations apply)."""
+    out = {}
+    for key, value in (raw or {}).items():
+        if not is_service_key(key):
+            _target_bad("policy", keys.POLICIES, key, bad)
+            continue
+        _check_decision("policy", keys.POLICIES, key, value, bad)
+        if (override := parse_policy(value)) is not None:
+            out[key] = override
+    return out
+
+
+def _drains(raw: Mapping[str, str] | None, bad: Bad) -> dict[str, Drain]:
+    out = {}
+    for name, value in (raw or {}).items():
+        if not is_label(name):
+            _target_bad("drain", keys.DRAINS, name, bad)
+            continue
+        _check_decision("drain", keys.DRAINS, name, value, bad)
+        if (drain := _drain(value)) is not None:
+            out[name] = drain
+    return out
+
+
+def _decisions(
+    revs: Mapping[str, str] | None,
+    drains: Mapping[str, str] | None,
+    policies: Mapping[str, str] | None,
+    bad: Bad,
+) -> dict[str, Decision]:
+    """Decisions by subject. ``None`` for a hash: it could not be read, so its subjects
+    are left out altogether (not taken as cleared)."""
+    out = {}
+    held_revs = revs or {}
+    for kind, where, values in (
+        ("drain", keys.DRAINS, drains),
+        ("policy", keys.POLICIES, policies),
+    ):
+        for target, value in (values or {}).items():
+            if not _target_ok(kind, target):
+                _target_bad(kind, where, target, bad)
+                continue
+            _check_decision(kind, where, target, value, bad)
+            subject = f"{kind}:{target}"
+            rev = _int_field(held_revs.get(subject), keys.DECISIONS, subject, bad)
+            out[subject] = Decision(subject, rev or 0, value)
+    readable = {"drain": drains is not None, "policy": policies is not None}
+    for subject, raw in held_revs.items():
+        kind, _, target = subject.partition(":")
+        if subject in out or not readable.get(kind, False):
+            continue  # a kind this version does not know, or its values unreadable
+        if not _target_ok(kind, target):
+            bad(BadRecord(keys.DECISIONS, subject, "names no cluster or service"))
+            continue
+        rev = _int_field(raw, keys.DECISIONS, subject, bad)
+        if rev is not None:
+            out[subject] = Decision(subject, rev, None)
+    return out
 
 
 def combined(digests: Iterable[str]) -> str:
@@ -746,48 +1091,6 @@ def _xor_hex(*values: str) -> str:
     return format(total, "x")
 
 
-def _int(raw: str | None) -> int:
-    """A stored integer; a missing or garbled one reads as 0 (never seen)."""
-    try:
-        return int(raw or 0)
-    except ValueError:
-        return 0
-
-
-def _record(raw: str, digest: str | None) -> ServiceRecord | None:
-    try:
-        service = Service.model_validate_json(raw)
-    except ValidationError:
-        return None  # unreadable by this version: the next report from its cluster replaces it
-    return compact(service, digest or content_hash(service))
-
-
-def _drain(raw: str) -> Drain | None:
-    try:
-        return Drain.model_validate_json(raw)
-    except ValidationError:
-        return Drain(reason="(unreadable drain record)")
-
-
-def _policies(raw: Mapping[str, str]) -> dict[str, PolicyOverride]:
-    """The readable overrides (one this version cannot read: the annotations apply)."""
-    return {key: p for key, value in raw.items() if (p := parse_policy(value)) is not None}
-
-
-def _decisions(
-    revs: Mapping[str, str], drains: Mapping[str, str], policies: Mapping[str, str]
-) -> dict[str, Decision]:
-    out = {}
-    for kind, values in (("drain", drains), ("policy", policies)):
-        for target, value in values.items():
-            subject = f"{kind}:{target}"
-            out[subject] = Decision(subject, _int(revs.get(subject)), value)
-    for subject, rev in revs.items():
-        if subject not in out and subject.partition(":")[0] in ("drain", "policy"):
-            out[subject] = Decision(subject, _int(rev), None)
-    return out
-
-
 def parse_drain(raw: str | None) -> Drain | None:
     """A stored drain; None when cleared or unreadable."""
     return None if raw is None else _drain(raw)
@@ -801,10 +1104,6 @@ def parse_policy(raw: str | None) -> PolicyOverride | None:
         return PolicyOverride.model_validate_json(raw)
     except ValidationError:
         return None
-
-
-def _drains(raw: Mapping[str, str]) -> dict[str, Drain]:
-    return {name: d for name, value in raw.items() if (d := _drain(value)) is not None}
 
 
 @asynccontextmanager

@@ -2,7 +2,13 @@
 
 Listening starts at once, but ``/readyz`` turns true only after the first full load:
 until then every in-zone name would be NXDOMAIN, so a load balancer must not send
-queries yet (CoreDNS's ``ready`` plugin works the same way).
+queries yet (CoreDNS's ``ready`` plugin works the same way). It turns false again while
+the snapshot is older than ``GLOBALDNS_MAX_SNAPSHOT_AGE_S`` (Redis unreachable, or the
+sync failing), saying why; answering goes on from the snapshot all the same.
+
+The sync task is supervised: if it raises (a bug, or data nobody foresaw), it is logged
+in one line, counted (``globaldns_resolver_sync_restarts``) and started again after a
+jittered back-off, never left dead behind answers that silently stop changing.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
-import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,10 +27,11 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from registry import connection
 from registry import store as store_mod
 from registry import topology as topology_mod
-from registry.aio import sleep_or_stop
+from registry.aio import sleep_or_stop, supervise
 from registry.auth import Tokens, bearer
 from registry.errors import ConfigError
 from registry.http import running
+from registry.logs import skipped
 from registry.topology import Topology
 from resolver import sockets
 from resolver.geo import Locator
@@ -82,12 +89,33 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
     return Responder(zone, locator, topology.regions, options, latency=topology.latency)
 
 
+def stale(
+    age_s: float | None, bound_s: float | None, error: str | None, *, redis_out: bool = False
+) -> str | None:
+    """Why the snapshot is too old for this resolver to call itself ready (None: it is
+    not). ``error``: why the last attempt to read the registry failed, if it did.
+
+    Not while Redis itself is out (``redis_out``, a control-plane outage): every resolver
+    shares that, and readiness decides which of them a Kubernetes Service sends queries
+    to — all of them unready would turn a registry outage into a DNS outage, while each
+    still answers from its last picture. Stale while Redis answers means this resolver's
+    sync is broken, and the others can serve instead."""
+    if bound_s is None or age_s is None or age_s <= bound_s or redis_out:
+        return None
+    why = error or "no sync has settled since"
+    return (
+        f"the snapshot is {age_s:.1f}s old, over the {bound_s:g}s bound ({why}); "
+        "DNS still answers from it"
+    )
+
+
 def http_app(
     responder: Responder,
     follower: Follower,
     propagation: Histogram | None = None,
     *,
     admin: Tokens | None = None,
+    max_snapshot_age_s: float | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -96,11 +124,31 @@ def http_app(
         snap = responder.snapshot
         if not snap.loaded:
             return web.json_response({"status": "waiting for the first load"}, status=503)
+        age = follower.age_s()
+        redis_out = follower.redis_out
+        reason = stale(age, max_snapshot_age_s, follower.last_error, redis_out=redis_out)
+        if reason is None and redis_out:
+            body = {
+                "status": "ready",
+                "serving": "the last snapshot: Redis is unreachable",
+                "snapshot_age_s": None if age is None else round(age, 3),
+                "generation": snap.generation,
+            }
+            return web.json_response(body)
+        if reason is not None:
+            body = {
+                "status": "stale",
+                "reason": reason,
+                "snapshot_age_s": None if age is None else round(age, 3),
+                "max_snapshot_age_s": max_snapshot_age_s,
+                "generation": snap.generation,
+            }
+            return web.json_response(body, status=503)
         return web.json_response({"status": "ready", "generation": snap.generation})
 
     async def status(request: web.Request) -> web.Response:
         snap = responder.snapshot
-        age = time.monotonic() - follower.last_sync_monotonic if follower.syncs else None
+        age = follower.age_s()
         return web.json_response(
             {
                 "generation": snap.generation,
@@ -109,6 +157,9 @@ def http_app(
                 "live_clusters": sorted(snap.live),
                 "last_sync_age_s": round(age, 3) if age is not None else None,
                 "sync_errors": follower.errors,
+                "sync_restarts": follower.failures,
+                "last_sync_error": follower.last_error,
+                "bad_records": dict(follower.store.bad_records.counts),
                 "reconciles": follower.reconciles,
                 "policy_conflicts": len(follower.state.conflicts),
                 "records_not_granted": len(follower.state.not_granted),
@@ -234,16 +285,28 @@ async def serve(
         registry=None,
     )
     follower = Follower(
-        store_mod.Store(client),
+        store_mod.Store(client, on_bad=skipped(log, "resolver")),
         lease_ttl_ms=int(settings.lease_ttl_s * 1000),
         publish=publish,
         invalidate=responder.invalidate,
         resync_interval_s=settings.resync_interval_s,
         observe_propagation=propagation.observe,
         expect_clusters=bool(topology.clusters),
+        clusters=[c.name for c in topology.clusters],
         mass_expiry_fraction=settings.mass_expiry_fraction,
         grants=topology.grants(),
     )
+
+    def sync_failed(error: Exception, wait_s: float) -> None:
+        follower.failed(error)
+        log.error(
+            "resolver sync failed; answering from the snapshot and starting it again",
+            error=f"{type(error).__name__}: {error}",
+            at=_where(error),
+            retry_in_s=round(wait_s, 3),
+            failures=follower.failures,
+        )
+
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
     udp = UdpServer(udp_sock, responder)
     tcp = TcpServer(
@@ -254,10 +317,18 @@ async def serve(
         max_per_source=settings.tcp_max_per_source,
     )
     await tcp.start(tcp_sock)
-    sync = asyncio.create_task(follower.run(stop), name="resolver-sync")
+    sync = asyncio.create_task(
+        supervise(follower.run, stop, on_failure=sync_failed), name="resolver-sync"
+    )
     reporter = asyncio.create_task(report_problems(responder, stop), name="resolver-problems")
     try:
-        app = http_app(responder, follower, propagation, admin=admin)
+        app = http_app(
+            responder,
+            follower,
+            propagation,
+            admin=admin,
+            max_snapshot_age_s=settings.snapshot_age_bound_s,
+        )
         async with running(app, settings.http_host, settings.http_port) as http_port:
             bound = Bound(udp_sock.getsockname()[1], http_port)
             log.info(
@@ -280,3 +351,13 @@ async def serve(
         await tcp.close()
         await client.aclose()
         log.info("resolver stopped")
+
+
+def _where(error: BaseException) -> str:
+    """Where ``error`` was raised, as ``file:line in function`` (one line, no traceback)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    where = "/".join(last.filename.split("/")[-2:])
+    return f"{where}:{last.lineno} in {last.name}"

@@ -6,12 +6,12 @@ turns them into metrics when Prometheus scrapes, so observability costs nothing 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from registry import keys
 from resolver.outages import CAUSES
 from resolver.respond import Responder
 from resolver.sync import Follower
@@ -84,15 +84,30 @@ class ResolverCollector(Collector):
             "clusters whose lease is fresh",
             value=len(snap.live),
         )
-        age = time.monotonic() - self.follower.last_sync_monotonic if self.follower.syncs else -1
+        age = self.follower.age_s()
         yield GaugeMetricFamily(
             "globaldns_resolver_sync_age_seconds",
             "seconds since the last successful read of the registry (-1: never)",
-            value=age,
+            value=-1 if age is None else age,
         )
         yield CounterMetricFamily(
             "globaldns_resolver_sync_errors", "failed registry reads", value=self.follower.errors
         )
+        yield CounterMetricFamily(
+            "globaldns_resolver_sync_restarts",
+            "times the sync task raised and was started again after a back-off",
+            value=self.follower.failures,
+        )
+        bad = CounterMetricFamily(
+            "globaldns_resolver_bad_records",
+            "records read from Redis that could not be read and were skipped (the resolver "
+            "kept what it held), by kind of key",
+            labels=["key"],
+        )
+        counts = self.follower.store.bad_records.counts
+        for pattern in (*keys.PATTERNS, "other"):
+            bad.add_metric([pattern], counts.get(pattern, 0))
+        yield bad
         ongoing = GaugeMetricFamily(
             "globaldns_resolver_control_plane_outage",
             "1 while leases are held because the control plane cannot take heartbeats, by cause",

@@ -66,6 +66,14 @@ class ResolverSettings(RedisOptions):
     resync_interval_s: float = Field(
         default=30.0, gt=0, description="full reload from Redis this often, besides the stream"
     )
+    max_snapshot_age_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="/readyz answers 503 once the registry has not been read for this long "
+        "(Redis unreachable, or the sync failing); DNS keeps answering from the snapshot "
+        "meanwhile. Default: twice resync_interval_s, and at least 30 s (a follow round "
+        "settles every second; a reconcile of a large registry takes a few); 0: never",
+    )
     tcp_idle_timeout_s: float = Field(
         default=5.0, gt=0, description="close a TCP connection idle this long (RFC 7766)"
     )
@@ -121,6 +129,13 @@ class ResolverSettings(RedisOptions):
         description="client networks never rate limited (your clusters' CoreDNS), as JSON",
     )
     log_json: bool = Field(default=True, description="JSON logs (false: console lines)")
+
+    @property
+    def snapshot_age_bound_s(self) -> float | None:
+        """The snapshot age past which the resolver is not ready (None: no bound)."""
+        if self.max_snapshot_age_s is None:
+            return max(30.0, 2 * self.resync_interval_s)
+        return self.max_snapshot_age_s or None
 
     @field_validator("admin_token", mode="before")
     @classmethod

@@ -184,6 +184,11 @@ class State:
         """This state's :func:`registry.store.combined` digest of ``cluster``'s records."""
         return format(self.totals.get(cluster, 0), "x")
 
+    def touch_all(self) -> None:
+        """Judge every service again at the next :meth:`rebuild` (after a failure that
+        may have dropped dirty marks on the floor)."""
+        self.dirty |= self.holders.keys()
+
     def take_dirty(self) -> list[str]:
         dirty, self.dirty = sorted(self.dirty), set()
         return dirty

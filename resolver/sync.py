@@ -20,24 +20,32 @@ Nothing here stops the answers: the work is done in slices of a few milliseconds
 between slices the server answers from the entries as they are — each entry is whole.
 If Redis is unreachable, nothing changes and the last picture keeps answering: its sync
 time does not move, so its leases do not expire behind its back.
+
+Nothing in Redis stops the sync either. A value the store cannot read (a garbled lease,
+a record that is not the model, a key of the wrong Redis type) is skipped by the store
+and counted (:mod:`registry.badrecords`); here the resolver keeps what it held for it —
+the lease, the region, the record, the decision — so one bad value changes no answer, and
+everything else is read and followed as usual. A change stream that cannot be read turns
+following into polling: a reconcile every ``block_ms``. Should the loop raise all the
+same (a bug), :func:`registry.aio.supervise` starts it again and :meth:`run` judges every
+service again, since a half-finished rebuild may have been lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 import structlog
 
-from registry.aio import sleep_or_stop
+from registry.aio import backoff_s, sleep_or_stop
 from registry.decisions import Decision, drain_subject, newer, policy_subject
 from registry.errors import StoreError
 from registry.grants import Grants
-from registry.store import Change, Leases, Store, parse_drain, parse_policy
+from registry.store import Change, Leases, Meta, Store, parse_drain, parse_policy
 from resolver.outages import ControlPlane
 from resolver.snapshot import Snapshot
 from resolver.state import State
@@ -62,6 +70,7 @@ class Follower:
         observe_propagation: Callable[[float], None] | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         expect_clusters: bool = True,
+        clusters: Iterable[str] = (),
         mass_expiry_fraction: float = 0.5,
         grants: Grants | None = None,
     ) -> None:
@@ -75,8 +84,16 @@ class Follower:
         self.observe_propagation = observe_propagation
         self.wall_ms = wall_ms
         self.generation = 0
-        self.stream_id = "0-0"
+        self.stream_id: str | None = "0-0"
+        """Where following resumes; None: the change stream cannot be read (poll)."""
         self.errors = 0
+        self.redis_out = False
+        """The last attempt to read Redis failed (reset by a successful reconcile)."""
+        self.last_error: str | None = None
+        """Why the last attempt to read the registry failed (None: the last one worked)."""
+        self.runs = 0
+        self.failures = 0
+        """Times the sync loop raised and was started again (:func:`registry.aio.supervise`)."""
         self.last_sync_monotonic = 0.0
         self.syncs = 0
         self.reconciles = 0
@@ -85,6 +102,9 @@ class Follower:
         """Publish (and so turn ready) only once Redis holds some cluster: an empty
         registry after a Redis restart is ignorance, not an answer. False when the
         topology names no cluster (empty by design)."""
+        self.clusters = tuple(clusters)
+        """Clusters always looked for (the topology's), besides those Redis lists: a
+        garbled ``gdns:clusters`` hides none of them."""
         self.control = ControlPlane(lease_ttl_ms=lease_ttl_ms, mass_fraction=mass_expiry_fraction)
         self.outage_events: Counter[tuple[str, str]] = Counter()
         self.decisions: dict[str, Decision] = {}
@@ -96,22 +116,39 @@ class Follower:
     def snapshot(self) -> Snapshot:
         return self.state.snapshot
 
+    def age_s(self) -> float | None:
+        """Seconds since the registry was last read whole and the snapshot settled
+        (None: never)."""
+        return time.monotonic() - self.last_sync_monotonic if self.syncs else None
+
+    def failed(self, error: Exception) -> None:
+        """The loop raised (a bug, or data nobody foresaw): counted, and said by /readyz
+        while the snapshot ages."""
+        self.failures += 1
+        self.last_error = f"sync failed: {type(error).__name__}: {error}"
+
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        if self.runs:
+            # Started again after a failure: whatever was being rebuilt is judged again.
+            self.state.touch_all()
+        self.runs += 1
+        failures = 0
         while not stop.is_set():
             try:
                 await self.reconcile()
-                backoff = 0.1
+                failures = 0
+                self.redis_out = False
                 await self._follow(stop)
             except StoreError as exc:
                 self.errors += 1
+                failures += 1
+                self.redis_out = True
+                self.last_error = f"registry unreachable: {exc}"
                 self.control.unreachable(self.state.snapshot.sync_ms)
                 log.warning(
                     "registry unreachable; answering from the last snapshot", error=str(exc)
                 )
-                delay = backoff * (0.5 + random.random())
-                backoff = min(backoff * 2, 5.0)
-                await sleep_or_stop(stop, delay)
+                await sleep_or_stop(stop, backoff_s(failures, first_s=0.1, max_s=5.0))
 
     # -- reconcile ----------------------------------------------------------------------
 
@@ -133,13 +170,13 @@ class Follower:
 
     async def _reconcile(self) -> None:
         start = await self.store.last_change()
-        generation, metas = await self.store.metas()
+        generation, metas = await self.store.metas(
+            also=[*self.state.snapshot.clusters, *self.clusters]
+        )
         decisions = await self.store.decisions()
         state = self.state
         for name, meta in metas.items():
-            state.put_cluster(
-                name, region=meta.region, seq=meta.seq, last_seen_ms=meta.last_seen_ms
-            )
+            self._put_meta(name, meta)
         # Judge leases before reading records, so each entry is built once, not twice.
         self._judge(await self.store.leases())
         for name, meta in metas.items():
@@ -166,12 +203,26 @@ class Follower:
         for decision in decisions.values():
             self._decide(decision)
         self.stream_id = start
-        self.generation = max(generation, leases.generation)
+        read = [g for g in (generation, leases.generation) if g is not None]
+        self.generation = max(read) if read else self.generation
         self.reconciles += 1
         await self._settle(leases)
 
+    def _put_meta(self, name: str, meta: Meta) -> None:
+        """A cluster's meta as read; what was not stored or could not be read stays as
+        held (a garbled lease does not expire the cluster, nor a garbled region move it)."""
+        held = self.state.snapshot.clusters.get(name)
+        region = meta.region or (held.region if held is not None else "unknown")
+        seq = meta.seq if meta.seq is not None else (held.seq if held is not None else 0)
+        seen = meta.last_seen_ms
+        if seen is None:
+            seen = held.last_seen_ms if held is not None else 0
+        self.state.put_cluster(name, region=region, seq=seq, last_seen_ms=seen)
+
     async def _reconcile_cluster(self, name: str) -> None:
         digests = await self.store.digests(name)
+        if digests is None:
+            return  # unreadable (reported): the records held stay as they are
         held = self.state.records.get(name, {})
         stale = [k for k, d in digests.items() if (r := held.get(k)) is None or r.digest != d]
         gone = [k for k in held if k not in digests]
@@ -190,7 +241,14 @@ class Follower:
     async def _follow(self, stop: asyncio.Event) -> None:
         deadline = time.monotonic() + self.resync_interval_s
         while not stop.is_set() and time.monotonic() < deadline:
+            if self.stream_id is None:
+                # The change stream cannot be read (reported): poll, a reconcile a round.
+                await sleep_or_stop(stop, self.block_ms / 1000)
+                return
             oldest, changes = await self.store.changes(self.stream_id, block_ms=self._block_ms())
+            if oldest is None:
+                self.stream_id = None
+                continue
             if self.stream_id != "0-0" and _id(oldest) > _id(self.stream_id):
                 log.warning("the change stream was trimmed past this resolver; reconciling")
                 return
@@ -203,7 +261,7 @@ class Follower:
             # The clusters are known: a new one arrives as a stream entry (read in _apply),
             # so the leases take one round trip.
             leases = await self.store.leases(self.state.snapshot.clusters)
-            if leases.generation < self.generation:
+            if leases.generation is not None and leases.generation < self.generation:
                 log.warning(
                     "registry generation went backwards; reconciling",
                     had=self.generation,
@@ -216,7 +274,7 @@ class Follower:
                     self.state.put_cluster(
                         name, region=info.region, seq=info.seq, last_seen_ms=seen
                     )
-            self.generation = max(self.generation, leases.generation)
+            self.generation = max(self.generation, leases.generation or 0)
             await self._settle(leases)
             if self.observe_propagation is not None:
                 now = self.wall_ms()
@@ -230,12 +288,7 @@ class Follower:
             if info is None or info.region == "unknown":
                 meta = await self.store.meta(change.cluster)
                 if meta is not None:
-                    state.put_cluster(
-                        change.cluster,
-                        region=meta.region,
-                        seq=meta.seq,
-                        last_seen_ms=meta.last_seen_ms,
-                    )
+                    self._put_meta(change.cluster, meta)
             if change.kind == "services":
                 await self._read(change.cluster, list(change.keys))
             else:
@@ -297,11 +350,12 @@ class Follower:
         now_ms, generation = leases.now_ms, leases.generation
         self._redis_offset_ms = now_ms - int(time.monotonic() * 1000)
         self._judge(leases)
-        if self.state.snapshot.generation != generation:
+        if generation is not None and self.state.snapshot.generation != generation:
             self.state.snapshot.generation = generation
             self.invalidate(("",))  # the apex: its SOA serial is the generation
         await self._rebuild()
         self.last_sync_monotonic = time.monotonic()
+        self.last_error = None
         self.syncs += 1
         if not self.published and (self.state.snapshot.clusters or not self.expect_clusters):
             self.published = True
