@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
-from registry import auth, drains, grants, views
+from registry import auth, drains, grants, statuspage, views
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
 from registry.model import Drain, Heartbeat, PolicyOverride, Report, content_hash, is_label
@@ -571,4 +571,5 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    statuspage.add_routes(app, store, topology, settings, app[TOKENS])
     return app
