@@ -228,8 +228,15 @@ class Hub:
     async def build(self) -> dict[str, Any]:
         view = await self.store.view()
         changes = await self.store.recent_changes(CHANGES_SHOWN)
-        return summary.summarize(
-            view, self.topology, lease_ttl_ms=self.lease_ttl_ms, grants=self.grants, changes=changes
+        # Judging every endpoint is pure and takes a while on a large registry (0.35 s for
+        # 30,000 endpoints): off the event loop, so reports and heartbeats go on meanwhile.
+        return await asyncio.to_thread(
+            summary.summarize,
+            view,
+            self.topology,
+            lease_ttl_ms=self.lease_ttl_ms,
+            grants=self.grants,
+            changes=changes,
         )
 
     def _send(self, message: bytes, *, whole: bool = False) -> None:
