@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.conftest import require_tool
@@ -57,7 +56,7 @@ def dev(tools: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture
-def browser(tools: tuple[str, str]) -> Iterator[WebDriver]:
+def browser(tools: tuple[str, str]) -> Iterator[webdriver.Chrome]:
     chromium, driver_path = tools
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -76,12 +75,14 @@ def browser(tools: tuple[str, str]) -> Iterator[WebDriver]:
         driver.quit()
 
 
-def shown(driver: WebDriver) -> dict[str, Any]:
+def shown(driver: webdriver.Chrome) -> dict[str, Any]:
     found: dict[str, Any] = driver.execute_script(SHOWN)
     return found
 
 
-def eventually(driver: WebDriver, check: Callable[[dict[str, Any]], bool], what: str) -> None:
+def eventually(
+    driver: webdriver.Chrome, check: Callable[[dict[str, Any]], bool], what: str
+) -> None:
     WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(
         lambda d: check(shown(d)), message=f"{what} (waited up to {WAIT_S}s)"
     )
@@ -93,7 +94,7 @@ def cells_of(page: dict[str, Any], cluster: str) -> set[str]:
 
 @pytest.mark.timeout(400)
 def test_the_page_shows_the_registry_live_through_a_drain_and_an_outage(
-    dev: Dev, browser: WebDriver, tmp_path: Path
+    dev: Dev, browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
     browser.get(dev.state["api_url"] + "/status")
     eventually(
@@ -155,5 +156,6 @@ def test_the_page_shows_the_registry_live_through_a_drain_and_an_outage(
     )
     assert browser.execute_script("return window.notReloaded") is True
     # Nothing the page did was refused or failed: no CSP violation, no script error.
-    problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    logs = browser.get_log("browser")  # type: ignore[no-untyped-call]  # untyped in selenium
+    problems = [e for e in logs if e["level"] == "SEVERE"]
     assert not problems, problems

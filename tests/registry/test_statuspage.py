@@ -57,7 +57,7 @@ async def post(s: aiohttp.ClientSession, api: str, token: str, body: Any) -> Non
 
 async def events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     """The server-sent events of ``response``, as (event, JSON data)."""
-    kind, data = "message", []
+    kind, data = "message", list[str]()
     async for raw in response.content:
         line = raw.decode().rstrip("\n")
         if not line:
