@@ -294,6 +294,13 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     refused = _refused(request)
     if refused is not None:
         return refused
+    headers = {
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # proxies that buffer (nginx) would hold the events
+    }
+    if request.method == "HEAD":  # no body, so no stream to hold a place for
+        return web.Response(headers=headers)
     hub = request.app[HUB]
     box = hub.subscribe()
     if box is None:
@@ -305,13 +312,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             status=503,
             headers={"Retry-After": "10"},
         )
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # proxies that buffer (nginx) would hold the events
-        }
-    )
+    response = web.StreamResponse(headers=headers)
     try:
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())

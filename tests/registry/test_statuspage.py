@@ -218,6 +218,10 @@ async def test_a_read_token_closes_the_page_to_a_plain_browser(redis_url: str) -
 
 async def test_streams_are_capped(redis_url: str) -> None:
     async with registry(redis_url, status_streams=1) as api, aiohttp.ClientSession() as s:
+        for _ in range(3):  # a HEAD takes no place
+            async with s.head(f"{api}/status/events") as head:
+                assert head.status == 200
+                assert head.headers["Content-Type"] == "text/event-stream"
         async with s.get(f"{api}/status/events") as first:
             await until(events(first), lambda e: e[0] == "summary")
             async with s.get(f"{api}/status/events") as second:
