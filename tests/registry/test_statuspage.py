@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from globaldns.redis_server import RedisProcess
 from registry import store as store_mod
 from registry.model import Report
-from registry.statuspage import Hub, Mailbox
+from registry.statushub import Hub, Mailbox
 from tests.helpers import ADMIN, TOKENS, registry, topology
 from tests.registry.test_hostile import STATUS_ROUTES, registry_thread, send
 
