@@ -329,6 +329,7 @@ def _banner(state: dict[str, Any], live: bool) -> str:
         "See what is registered:",
         f"  curl -s {api}/v1/clusters",
         f"  curl -s {api}/v1/services/production/api",
+        f"  {api}/status   # in a browser: the status page, live",
         "",
         "Move traffic (then dig -b 127.0.2.1 again):",
         f"  {prog} drain eu-west-prod        # and: {prog} undrain eu-west-prod",

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from registry import auth, drains, grants, keys, views
+from registry import auth, drains, grants, keys, statuspage, views
 from registry.badrecords import BadRecord
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
@@ -651,4 +651,5 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    statuspage.add_routes(app, store, topology, settings, app[TOKENS])
     return app

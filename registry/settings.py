@@ -121,4 +121,11 @@ class RegistrySettings(RedisOptions):
     resolver_url: str | None = Field(
         default=None, description="a resolver's HTTP base URL, asked by GET /v1/explain"
     )
+    status_streams: int = Field(
+        default=100,
+        ge=0,
+        description="browsers the status page (GET /status) streams live updates to at once; "
+        "past it a stream is refused with 503 and the page retries (0: no live updates). One "
+        "reader serves them all, so each costs a socket and its share of the bytes",
+    )
     log_json: bool = Field(default=True, description="JSON logs (false: console lines)")

@@ -718,6 +718,15 @@ class Store:
         except ResponseError as exc:
             return _readable(exc, key, expected, bad or self._bad)
 
+    async def recent_changes(self, count: int) -> list[Change]:
+        """The newest ``count`` change-stream entries, newest first (the status page)."""
+
+        async def work() -> list[Change]:
+            entries = await self.redis.xrevrange(keys.CHANGES, count=count)
+            return [_change(entry_id, fields, self._bad) for entry_id, fields in entries]
+
+        return await self._call(work)
+
 
 def _append_change(pipe: Any, fields: Mapping[str, str | int]) -> None:
     pipe.xadd(keys.CHANGES, dict(fields), maxlen=keys.STREAM_MAXLEN, approximate=True)

@@ -22,10 +22,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from registry.model import Report
 from registry.store import opened
-from tests.helpers import ADMIN, TOKENS, registry
+from tests.helpers import ADMIN, TOKENS, registry, resolver
 
 US, EU = TOKENS["us-east-prod"], TOKENS["eu-west-prod"]
 
@@ -48,13 +49,15 @@ ROUTES = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 ]
-"""Every route the registry serves (checked against its router below)."""
+"""Every route the registry serves (checked against its router below) but the status
+page's, which take no body and are sent hostile requests in test_statuspage.py."""
+STATUS_ROUTES = [("GET", "/status"), ("GET", "/status/summary"), ("GET", "/status/events")]
 
 
 @contextmanager
-def registry_thread(redis_url: str) -> Iterator[tuple[str, int]]:
-    """The registry on its own event loop in a thread, so that hypothesis (synchronous)
-    can talk to it over sockets."""
+def registry_thread(redis_url: str, **overrides: Any) -> Iterator[tuple[str, int]]:
+    """The registry (and the resolver its explain asks) on their own event loop in a
+    thread, so that hypothesis (synchronous) can talk to it over sockets."""
     ready: list[tuple[str, int]] = []
     started = threading.Event()
     running: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -63,7 +66,12 @@ def registry_thread(redis_url: str) -> Iterator[tuple[str, int]]:
     async def main() -> None:
         stop = asyncio.Event()
         running.append((asyncio.get_running_loop(), stop))
-        async with registry(redis_url) as api:
+        async with (
+            resolver(redis_url, wait_for_sync=False, admin_token=(SecretStr(ADMIN),)) as bound,
+            registry(
+                redis_url, resolver_url=f"http://127.0.0.1:{bound.http_port}", **overrides
+            ) as api,
+        ):
             host, port = api.removeprefix("http://").split(":")
             ready.append((host, int(port)))
             started.set()
@@ -213,6 +221,9 @@ def send(address: tuple[str, int], request: bytes) -> tuple[int, bytes, bytes]:
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
+            answer = b"".join(chunks)
+            if b"text/event-stream" in answer.partition(b"\r\n\r\n")[0].lower():
+                break  # the status page's stream does not end: its head is the answer
     answer = b"".join(chunks)
     status = int(answer.split(b" ", 2)[1])
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -264,7 +275,7 @@ def test_the_route_list_is_every_route() -> None:
         for r in app.router.routes()
         if r.method != "HEAD" and r.resource is not None
     }
-    assert served == set(ROUTES)
+    assert served == set(ROUTES) | set(STATUS_ROUTES)
 
 
 def test_no_input_gets_a_5xx_or_touches_another_cluster(redis_url: str) -> None:
