@@ -41,8 +41,8 @@ from registry.model import (
     PolicyOverride,
     RegistryView,
     Report,
-    Service,
     content_hash,
+    read_service,
 )
 from registry.records import ServiceRecord, compact
 
@@ -702,12 +702,11 @@ def _cluster(
 ) -> ClusterState:
     services = []
     for key in sorted(records):
-        try:
-            services.append(Service.model_validate_json(records[key]))
-        except ValidationError:
-            # A record this version cannot read is skipped, not fatal: the next report
-            # from its cluster replaces it.
-            continue
+        service = read_service(records[key])
+        # A record this version cannot read is skipped, not fatal: the next report from
+        # its cluster replaces it.
+        if service is not None:
+            services.append(service)
     return ClusterState(
         name=name,
         region=meta.get("region", "unknown"),
@@ -755,9 +754,8 @@ def _int(raw: str | None) -> int:
 
 
 def _record(raw: str, digest: str | None) -> ServiceRecord | None:
-    try:
-        service = Service.model_validate_json(raw)
-    except ValidationError:
+    service = read_service(raw)
+    if service is None:
         return None  # unreadable by this version: the next report from its cluster replaces it
     return compact(service, digest or content_hash(service))
 
