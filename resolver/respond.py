@@ -474,7 +474,7 @@ class Responder:
                 known = [c for c in entry.candidates if c.address == target]
                 if known:  # an SRV target: <address-with-dashes>.<service>.<namespace>
                     records = [
-                        answers.a_or_aaaa(labels, c.address, entry.ttl)
+                        answers.a_or_aaaa(labels, c.address, self.ttl_of(entry))
                         for c in known[:1]
                         if _family_matches(c.address, qtype)
                     ]
@@ -544,12 +544,17 @@ class Responder:
         if not records:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
             return Choice(negative.variants, dependent)
-        rrs = [answers.srv(entry.labels, port, target, service.ttl) for port, target in records]
+        ttl = self.ttl_of(service)
+        rrs = [answers.srv(entry.labels, port, target, ttl) for port, target in records]
         variants = tuple(
             answers.pack(entry.labels, entry.qtype, entry.qclass, answers=list(rotation))
             for rotation in policy.rotations(rrs)
         )
         return Choice(variants, dependent)
+
+    def ttl_of(self, service: snapshots.ServiceEntry) -> int:
+        """The TTL of a service's answers: its own, else the resolver's GLOBALDNS_TTL."""
+        return self.zone.ttl if service.ttl is None else service.ttl
 
     def _refused(self, labels: tuple[bytes, ...], qtype: int, qclass: int, ede: int) -> Static:
         packed = answers.pack(labels, qtype, qclass, rcode=REFUSED, authoritative=False, ede=ede)
@@ -651,7 +656,7 @@ class Responder:
         if not decision.addresses:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
             return Choice(negative.variants, decision.location_dependent, _fallback(decision))
-        ttl = self.snapshot.services[entry.owner].ttl
+        ttl = self.ttl_of(self.snapshot.services[entry.owner])
         addresses = decision.addresses
 
         def pack(k: int) -> Packed:
@@ -729,7 +734,7 @@ class Responder:
             rcode="NOERROR",
             answer=list(decision.addresses[: policy.MAX_ANSWERS]),
             rotated_among=list(decision.addresses),
-            ttl=service.ttl,
+            ttl=self.ttl_of(service),
             candidates=[
                 {
                     "address": c.address,

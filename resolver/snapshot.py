@@ -31,8 +31,6 @@ from registry.model import Drain, Policy, PolicyOverride, Port
 from registry.policies import DEFAULT_POLICY, effective_policy
 from registry.records import ServiceRecord
 
-DEFAULT_TTL = 5
-
 
 @dataclass(slots=True)
 class Candidate:
@@ -57,7 +55,8 @@ class Candidate:
 class ServiceEntry:
     namespace: str
     name: str
-    ttl: int
+    ttl: int | None
+    """The TTL the clusters' records set (the lowest); None: the resolver's GLOBALDNS_TTL."""
     candidates: tuple[Candidate, ...]
     policy: Policy = DEFAULT_POLICY
     policy_source: str = "default"
@@ -176,7 +175,7 @@ def entry(
     return ServiceEntry(
         namespace=first.namespace,
         name=first.name,
-        ttl=min(ttls) if ttls else DEFAULT_TTL,
+        ttl=min(ttls) if ttls else None,
         candidates=tuple(candidates),
         policy=policy,
         policy_source=source,
