@@ -114,7 +114,7 @@ def render(
             decided.append((rdtype, decision))
         ttl = responder.ttl_of(entry)
         owned(owner, decided, ttl)
-        for cluster in sorted({c.cluster for c in entry.candidates}):
+        for cluster in sorted(entry.clusters):
             pinned = [
                 (rdtype, responder.decision(Located(owner, family, (), 0, 0, cluster), _ANY))
                 for family, rdtype in FAMILIES
