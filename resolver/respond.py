@@ -810,8 +810,33 @@ class Responder:
                 lines.append(f"weighted_pick={report['weighted_pick']}")
         else:
             lines.append(report["reason"])
-        record = answers.txt(query.labels, [line[:255] for line in lines])
+        record = answers.txt(query.labels, _bounded_lines(lines, EXPLAIN_TXT_BYTES))
         return answers.pack(query.labels, query.qtype, query.qclass, answers=[record])
+
+
+EXPLAIN_TXT_BYTES = 16_384
+"""The most an ``_explain`` TXT record carries. A trace lists every skipped endpoint, and
+a service of many unhealthy endpoints would exceed what one record (64 KiB) can hold;
+the rest is cut with a note pointing at ``/v1/explain``. Over UDP a TXT this size is
+answered with TC=1 like any answer too large, and the client asks again over TCP."""
+
+
+def _bounded_lines(lines: Sequence[str], budget: int) -> list[str]:
+    """``lines`` as TXT strings (255 octets each) within ``budget`` octets of rdata,
+    the last one saying how many were left out."""
+    out: list[str] = []
+    used = 0
+    reserve = 64  # room for the note
+    for i, line in enumerate(lines):
+        text = line.encode()[:255].decode(errors="ignore")
+        size = len(text.encode()) + 1
+        if used + size > budget - reserve:
+            left = len(lines) - i
+            out.append(f"... {left} more lines: GET /v1/explain on the resolver has them all")
+            return out
+        out.append(text)
+        used += size
+    return out
 
 
 def _fallback(decision: policy.Decision) -> str | None:

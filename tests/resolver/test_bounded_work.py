@@ -4,7 +4,8 @@ A service at the model's limits (1,000 endpoints, each with 100 ports of its own
 answered with work that does not grow with it: the same query runs the same number of
 Python steps as against a service of sixteen endpoints (lines and calls, counted with
 the interpreter's hooks, never timed); SRV answers carry at most eight records; and one
-decision per client bucket serves all of a service's SRV names.
+decision per client bucket serves all of a service's SRV names. Also here: an
+``_explain`` trace too long for one TXT record.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from registry.model import (
     Endpoint,
     Policy,
     Port,
+    ProbeState,
     Service,
 )
 from resolver import policy
 from resolver.main import build_responder
-from resolver.respond import Responder
+from resolver.respond import EXPLAIN_TXT_BYTES, Responder
 from resolver.settings import ResolverSettings
 from resolver.state import build
 from tests.helpers import TOPOLOGY_FILE, topology
@@ -207,3 +209,44 @@ def test_weighted_picks_look_at_clusters_not_endpoints(big: Service, small: Serv
         cost(r, [(NAME, "A")] * 100)  # every rotation packed: from now on, only hits
         costs.append(cost(r, [(NAME, "A")] * 5))
     assert costs[1] == costs[0]
+
+
+@pytest.fixture(scope="module")
+def failing() -> Service:
+    """500 endpoints failing their probe with long details: a trace of ~120 KB."""
+    detail = "connect timed out " * 11
+    return Service(
+        namespace="production",
+        name="api",
+        endpoints=tuple(
+            Endpoint(address=address(i), probe=ProbeState(healthy=False, detail=detail[:200]))
+            for i in range(500)
+        ),
+    )
+
+
+def test_an_explain_trace_too_long_for_one_record_is_cut_with_a_note(failing: Service) -> None:
+    r = responder(failing)
+    name = f"_explain.{NAME}"
+    udp = r.handle(wire(name, "TXT", edns=0), CLIENT)
+    assert udp is not None
+    over_udp = dns.message.from_wire(udp)
+    assert over_udp.rcode() == dns.rcode.NOERROR and over_udp.flags & dns.flags.TC
+    tcp = r.handle(wire(name, "TXT", edns=0), CLIENT, tcp=True)
+    assert tcp is not None
+    over_tcp = dns.message.from_wire(tcp)
+    assert over_tcp.rcode() == dns.rcode.NOERROR and not over_tcp.flags & dns.flags.TC
+    [rrset] = over_tcp.answer
+    strings = [s.decode() for s in rrset[0].strings]
+    assert sum(len(s) + 1 for s in strings) <= EXPLAIN_TXT_BYTES
+    assert strings[0].startswith("answer=")  # the summary comes first
+    assert any(s.startswith("skip 10.0.0.1 (us-east-prod): probe failing") for s in strings)
+    assert strings[-1].startswith("... ") and "more lines: GET /v1/explain" in strings[-1]
+    assert r.stats["internal_error"] == 0
+
+
+def test_a_short_explain_is_whole(small: Service) -> None:
+    r = responder(small)
+    reply = ask(r, f"_explain.{NAME}", "TXT", tcp=True)
+    strings = [s.decode() for s in reply.answer[0][0].strings]
+    assert not any("more lines" in s for s in strings)
