@@ -126,9 +126,10 @@ _LOOPBACK_HINT = " (admitted only where the registry sets GLOBALDNS_ALLOW_LOOPBA
 
 
 def check(value: str, *, loopback: bool) -> str:
-    """``value`` in canonical form if an endpoint may have it; ValueError saying why not."""
+    """``value`` in canonical form if an endpoint (or a nameserver of the zone) may have
+    it; ValueError saying why not."""
     ip = parse(value)
     why = problem(ip, loopback=loopback)
     if why is not None:
-        raise ValueError(f"{value} is {why}: an endpoint needs an address its clients can reach")
+        raise ValueError(f"{value} is {why}, not an address to give out in DNS answers")
     return ip.compressed

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from registry import addresses
 from registry import topology as topology_mod
 from registry.connection import ReadFrom, RedisOptions
 
@@ -53,6 +54,17 @@ class ResolverSettings(RedisOptions):
     lease_ttl_s: float = Field(
         default=6.0, gt=0, description="a cluster whose last heartbeat is older is unhealthy"
     )
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameserver_addresses(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        # Answered as A/AAAA and written to zone files: the endpoints' rules, loopback
+        # allowed (a resolver on one host, dev mode).
+        return {
+            name: tuple(addresses.check(a, loopback=True) for a in listed)
+            for name, listed in value.items()
+        }
+
     mass_expiry_fraction: float = Field(
         default=0.5,
         ge=0,
