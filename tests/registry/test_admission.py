@@ -43,7 +43,7 @@ async def post(
         return response.status, await response.json()
 
 
-async def stored(redis_url: str) -> dict[bytes, bytes]:
+async def stored(redis_url: str) -> dict[Any, Any]:
     """Every service record held for us-east-prod, read straight from Redis."""
     client = aioredis.Redis.from_url(redis_url)
     try:

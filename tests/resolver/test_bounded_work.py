@@ -10,6 +10,7 @@ decision per client bucket serves all of a service's SRV names. Also here: an
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 from collections.abc import Callable
@@ -132,7 +133,7 @@ def steps(work: Callable[[], object]) -> int:
 
 def cost(r: Responder, names: list[tuple[str, str]]) -> list[int]:
     queries = [wire(name, rdtype) for name, rdtype in names]
-    return [steps(lambda q=q: r.handle(q, CLIENT)) for q in queries]
+    return [steps(functools.partial(r.handle, q, CLIENT)) for q in queries]
 
 
 def test_a_query_costs_the_same_against_a_service_at_the_limits(
