@@ -41,7 +41,8 @@ from agents.reporter import (
 from agents.source import Check, Source, Target, VerdictKey
 from agents.static import StaticFeed, StaticSource
 from registry.aio import sleep_or_stop
-from registry.model import ProbeState, Report
+from registry.grants import Grant
+from registry.model import ProbeState, Report, Service
 
 log = structlog.get_logger("agents")
 
@@ -78,6 +79,13 @@ class Agent:
         self.schedule = schedule.State()
         self.acked: dict[str, str] = {}
         """Content hash of each service the registry acknowledged, by key."""
+        self.grant: Grant | None = None
+        """What the registry lets this cluster export (None: not known yet, send all)."""
+        self.grant_refresh_s = 300.0
+        self._grant_asked = asyncio.Event()
+        """Set once the grant was asked for (answered or not): the first report waits."""
+        self._left_out: dict[str, str] = {}
+        """Services left out of reports (or reported without their policy), and why."""
         self._in_doubt: tuple[int, delta.Delta] | None = None
         """A delta that failed while holding (its seq, its changes): the registry may hold it."""
         self._inbox: list[schedule.Changed] = []
@@ -181,7 +189,9 @@ class Agent:
             await sleep_or_stop(stop, check.interval_s)
 
     async def _first_round(self, stop: asyncio.Event) -> None:
-        """Report once the first probe round is in, not an all-unknown state first."""
+        """Report once the grant was asked for and the first probe round is in, not an
+        all-unknown state first."""
+        await _first(stop.wait(), self._grant_asked.wait())
         jobs = self.source.probe_jobs()
         wanted = {(key, t.address) for key, job in jobs.items() for t in job.targets}
         if not wanted:
@@ -283,12 +293,14 @@ class Agent:
     ) -> tuple[Report, delta.Delta | None] | None:
         """The report ``action`` asks for (with the delta it carries); None: nothing differs."""
         if isinstance(action, schedule.SendWhole):
-            services = self.source.report_services(self.verdicts())
+            services = self._granted(self.source.report_services(self.verdicts()), None)
             whole = Report(
                 cluster=self.cluster, seq=seq, services=services, observed_ms=action.observed_ms
             )
             return whole, None
-        current = self.source.report_services(self.verdicts(), keys=action.keys)
+        current = self._granted(
+            self.source.report_services(self.verdicts(), keys=action.keys), action.keys
+        )
         changes = delta.diff(self.acked, current, action.keys)
         if changes.empty:
             return None
@@ -301,6 +313,54 @@ class Agent:
             observed_ms=action.observed_ms,
         )
         return report, changes
+
+    def _granted(
+        self, services: tuple[Service, ...], keys: Collection[str] | None
+    ) -> tuple[Service, ...]:
+        """``services`` as the grant allows: the ungranted left out, and the policy of a
+        cluster that may not set one dropped (the registry would refuse the report)."""
+        grant = self.grant
+        if grant is None:
+            return services
+        out = []
+        notes: dict[str, str] = {}
+        for service in services:
+            if not grant.exported(service.key):
+                notes[service.key] = "not granted to this cluster: left out"
+                continue
+            if service.policy is not None and not grant.policy_annotations:
+                notes[service.key] = "this cluster may not set policy: reported without it"
+                service = service.model_copy(update={"policy": None})
+            out.append(service)
+        for key, why in notes.items():
+            if self._left_out.get(key) != why:
+                self.log.warning("not reported as is", service=key, why=why)
+        if keys is None:
+            self._left_out = notes
+        else:
+            asked = set(keys)
+            self._left_out = {k: w for k, w in self._left_out.items() if k not in asked} | notes
+        return tuple(out)
+
+    def _learned(self, grant: Grant) -> None:
+        if grant == self.grant:
+            return
+        self.log.info("grant", exports=list(grant.exports), policy=grant.policy_annotations)
+        self.grant = grant
+        self.changed(None)  # what is left out may differ: compare everything
+
+    async def _grant_loop(self, stop: asyncio.Event) -> None:
+        """Learn the grant before the first report and look again now and then (an
+        operator may widen it); a refusal that carries one teaches it at once."""
+        while not stop.is_set():
+            try:
+                self._learned(await self.client.grant())
+                wait = self.grant_refresh_s
+            except ReportError as exc:
+                self.log.warning("cannot read this cluster's grant", error=str(exc))
+                wait = min(self.grant_refresh_s, 5.0)
+            self._grant_asked.set()
+            await sleep_or_stop(stop, wait)
 
     async def _heartbeat(self, seq: int) -> schedule.Event:
         try:
@@ -319,6 +379,8 @@ class Agent:
 
     def _failed(self, exc: ReportError, *, seq: int) -> schedule.Event:
         refused = isinstance(exc, Refused)
+        if isinstance(exc, Refused) and exc.grant is not None:
+            self._learned(exc.grant)
         level = self.log.error if refused else self.log.warning
         then = "ask whether it landed" if self.schedule.holding else "send the whole state again"
         level("registry call failed", then=then, error=str(exc))
@@ -340,6 +402,7 @@ class Agent:
         tasks = [
             asyncio.create_task(self._supervise_probes(stop)),
             asyncio.create_task(self._report_loop(stop)),
+            asyncio.create_task(self._grant_loop(stop)),
         ]
         try:
             await stop.wait()

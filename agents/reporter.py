@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from typing import Any
 
 import aiohttp
 
+from registry.grants import Grant, check_pattern
 from registry.model import Report
 
 GZIP_ABOVE = 64 * 1024
@@ -42,7 +44,10 @@ class StoreUnavailable(Unavailable):
 
 
 class Refused(ReportError):
-    pass
+    def __init__(self, message: str, grant: Grant | None = None) -> None:
+        super().__init__(message)
+        self.grant = grant
+        """The cluster's grant, when the registry refused for want of one (403)."""
 
 
 class Resync(ReportError):
@@ -57,12 +62,33 @@ class Stale(ReportError):
         self.stored_seq = stored_seq
 
 
+def _grant(payload: Any) -> Grant | None:
+    """A grant as the registry states it; None if it is not one."""
+    if not isinstance(payload, dict):
+        return None
+    exports, policy = payload.get("exports"), payload.get("policy_annotations")
+    if not isinstance(exports, list) or not isinstance(policy, bool):
+        return None
+    try:
+        return Grant(tuple(check_pattern(p) for p in exports), policy)
+    except ValueError:
+        return None
+
+
 class RegistryClient:
     def __init__(
-        self, session: aiohttp.ClientSession, url: str, token: str, *, timeout_s: float = 5.0
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.session = session
         self.url = url.rstrip("/")
+        self.tls: ssl.SSLContext | bool = tls if tls is not None else True
+        """How https:// is verified: a context with the registry's CA, or the system's."""
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         """Above the registry's Redis bound (GLOBALDNS_REDIS_TIMEOUT_S): a registry whose
         Redis is stuck answers 503 first, and the outcome is known rather than a timeout."""
@@ -79,6 +105,7 @@ class RegistryClient:
                 data=body,
                 headers=headers,
                 timeout=self.timeout,
+                ssl=self.tls,
             ) as response:
                 try:
                     payload = await response.json(content_type=None)
@@ -94,7 +121,29 @@ class RegistryClient:
             raise StoreUnavailable(f"registry answered {status}: {message}")
         if status >= 500:
             raise Unavailable(f"registry answered {status}: {message}")
-        raise Refused(f"registry answered {status}: {message}")
+        grant = _grant(payload.get("grant")) if isinstance(payload, dict) else None
+        raise Refused(f"registry answered {status}: {message}", grant)
+
+    async def grant(self) -> Grant:
+        """What this cluster may export and annotate (``GET /v1/grants``)."""
+        try:
+            async with self.session.get(
+                self.url + "/v1/grants", headers=self.headers, timeout=self.timeout, ssl=self.tls
+            ) as response:
+                try:
+                    payload = await response.json(content_type=None)
+                except ValueError:
+                    payload = {"error": await response.text()}
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"/v1/grants: {exc.__class__.__name__}: {exc}") from exc
+        if status == 200:
+            found = _grant(payload)
+            if found is not None:
+                return found
+            raise Refused(f"/v1/grants: unreadable answer {str(payload)[:200]!r}")
+        self._raise_for(status, payload)
+        raise AssertionError("unreachable")
 
     async def report(self, report: Report) -> int:
         """Send a whole state or a delta; returns the registry's new generation."""

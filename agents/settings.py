@@ -16,6 +16,11 @@ class AgentSettings(BaseSettings):
         default="http://127.0.0.1:8080", description="base URL of the registry API"
     )
     token: SecretStr = Field(description="this cluster's bearer token for the registry API")
+    registry_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that an https:// registry's certificate is verified "
+        "against; none: the system's trust store",
+    )
     source: Path = Field(description="static source file: services, endpoints, probes")
     registry_timeout_s: float = Field(
         default=5.0,

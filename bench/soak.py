@@ -352,8 +352,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         # Faults fall between flaps (a third of the way), so that each flap's detection is
         # measured on its own; the fault windows' own flaps are counted apart anyway.
         next_flap, next_sample = args.flap_every_s, 0.0
-        next_kill = args.kill_every_s + args.flap_every_s / 3
-        manual_failover_at: float | None = args.kill_every_s / 2 + args.flap_every_s / 3
+        offset = args.flap_every_s / 3 if args.fault_offset_s is None else args.fault_offset_s
+        next_kill = args.kill_every_s + offset
+        manual_failover_at: float | None = args.kill_every_s / 2 + offset
         flaps = 0
         while log.now() < end:
             now = log.now()
@@ -492,6 +493,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--kill-every-s", type=float, default=300.0)
     parser.add_argument("--flap-every-s", type=float, default=30.0)
+    parser.add_argument(
+        "--fault-offset-s",
+        type=float,
+        default=None,
+        help="Redis faults this long after a flap (default: a third of the way to the next, "
+        "so each flap's detection is measured alone; 0.5: a flap lands in the write gap)",
+    )
     parser.add_argument("--down-after-ms", type=int, default=2000)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

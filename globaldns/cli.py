@@ -11,6 +11,7 @@
     globaldns policy set|clear NS/NAME [JSON]   override a service's policy (admin)
     globaldns registry | resolver | agent   run one component, configured by GLOBALDNS_* env
     globaldns export-zone [--region R] [--output FILE]   the registry as a zone file
+    globaldns token new | hash           a token and the sha256: hash settings hold
     globaldns config check [registry|resolver|agent] [--topology F] [--no-redis]
                                          validate settings, topology and Redis first
 
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import signal
+import stat
 import sys
 import urllib.error
 import urllib.parse
@@ -105,11 +108,47 @@ def _http(method: str, url: str, token: str | None, body: dict[str, Any] | None 
     return 0
 
 
+def _private_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file that only this user can read or write."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
 def _admin(args: argparse.Namespace) -> tuple[str, str | None]:
-    state = _dev_state(args.state_file)
-    url = os.environ.get("GLOBALDNS_API_URL") or state.get("api_url") or "http://127.0.0.1:8080"
-    token = os.environ.get("GLOBALDNS_ADMIN_TOKEN") or state.get("admin_token")
-    return url.rstrip("/"), token
+    """The registry's URL and the admin token to send it.
+
+    The token comes from ``GLOBALDNS_ADMIN_TOKEN``, or the file ``GLOBALDNS_ADMIN_TOKEN_FILE``
+    names (owned by this user, mode 0600), and goes to ``GLOBALDNS_API_URL``. Without
+    either, a running dev mode's state file (also this user's, 0600) gives both — and
+    only a loopback URL, so a planted state file cannot send a token elsewhere.
+    """
+    url = os.environ.get("GLOBALDNS_API_URL")
+    token = os.environ.get("GLOBALDNS_ADMIN_TOKEN") or None
+    token_file = os.environ.get("GLOBALDNS_ADMIN_TOKEN_FILE")
+    if token is None and token_file:
+        path = Path(token_file)
+        if not _private_file(path):
+            raise ConfigError(
+                f"GLOBALDNS_ADMIN_TOKEN_FILE: {path} must be a file of yours with mode 0600"
+            )
+        token = path.read_text().strip() or None
+    if url is None and token is None and _private_file(args.state_file):
+        state = _dev_state(args.state_file)
+        dev_url = str(state.get("api_url") or "")
+        if _loopback(dev_url):
+            return dev_url.rstrip("/"), state.get("admin_token")
+    return (url or "http://127.0.0.1:8080").rstrip("/"), token
+
+
+def _loopback(url: str) -> bool:
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _drain_path(args: argparse.Namespace) -> str:
@@ -149,9 +188,10 @@ def cmd_undrain(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    url, _ = _admin(args)
+    url, token = _admin(args)
     parts = [
-        _call("GET", f"{url}{path}") for path in ("/v1/clusters", "/v1/drains", "/v1/services")
+        _call("GET", f"{url}{path}", token)
+        for path in ("/v1/clusters", "/v1/drains", "/v1/services")
     ]
     failed = [payload for status, payload in parts if status >= 400]
     if failed:
@@ -162,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    url, _ = _admin(args)
+    url, token = _admin(args)
     query = urllib.parse.urlencode(
         {
             k: v
@@ -175,7 +215,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             if v
         }
     )
-    status, payload = _call("GET", f"{url}/v1/explain?{query}")
+    status, payload = _call("GET", f"{url}/v1/explain?{query}", token)
     if status >= 400:
         print(f"explain: {status}: {payload.get('error', payload)}", file=sys.stderr)
         return 1
@@ -194,6 +234,23 @@ def cmd_policy(args: argparse.Namespace) -> int:
         print(f"policy: the policy must be JSON: {exc}", file=sys.stderr)
         return 2
     return _http("PUT", path, token, {"policy": policy, "reason": args.reason, "by": args.by})
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from registry import auth
+
+    if args.token_action == "new":
+        token = auth.new()
+        print(f"token: {token}")
+        print(f"hash:  {auth.hashed(token)}")
+        print("Give the token to its holder (a Secret); put the hash in the registry's settings.")
+        return 0
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("globaldns token hash: give the token on standard input", file=sys.stderr)
+        return 2
+    print(auth.hashed(token))
+    return 0
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -319,6 +376,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from agents.agent import Agent
     from agents.reporter import RegistryClient
     from agents.settings import AgentSettings
+    from registry.http import client_tls
 
     settings = _settings(AgentSettings)  # fields come from the environment
     logs.configure(json=settings.log_json, level=args.log_level)
@@ -331,6 +389,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
                 settings.registry_url,
                 settings.token.get_secret_value(),
                 timeout_s=settings.registry_timeout_s,
+                tls=client_tls(settings.registry_ca_file),
             )
             agent = Agent(
                 cluster=settings.cluster,
@@ -430,6 +489,16 @@ def parser() -> argparse.ArgumentParser:
             epilog=config.settings_help(cls),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ).set_defaults(func=func)
+
+    token = sub.add_parser(
+        "token", help="make a registry token and the hash its settings hold (globaldns token new)"
+    )
+    token.add_argument(
+        "token_action",
+        choices=["new", "hash"],
+        help="new: a random token and its hash; hash: the hash of a token read from stdin",
+    )
+    token.set_defaults(func=cmd_token)
 
     conf = sub.add_parser(
         "config", help="check settings and topology before starting (globaldns config check)"

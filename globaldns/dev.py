@@ -35,6 +35,7 @@ from agents.agent import Agent
 from agents.reporter import RegistryClient
 from globaldns.redis_server import RedisProcess, find_binary
 from globaldns.state import DEFAULT_STATE_FILE
+from registry import auth
 from registry import server as registry_server
 from registry import topology as topology_mod
 from registry.aio import sleep_or_stop
@@ -233,6 +234,8 @@ async def run(options: DevOptions, stop: asyncio.Event) -> None:
             lease_ttl_s=options.lease_ttl_s,
             resync_interval_s=30.0,
             rrl_rate=0,  # dev mode: people dig in loops; see README for RRL
+            ecs_trusted=("127.0.0.0/8", "::1/128"),  # dig +subnet=... tries locations
+            admin_token=(SecretStr(auth.hashed(options.admin_token)),),  # explain, via the API
             log_json=False,
         )
         task, bound = await _started(
@@ -248,8 +251,8 @@ async def run(options: DevOptions, stop: asyncio.Event) -> None:
             host=options.host,
             port=options.api_port,
             topology=options.topology,
-            cluster_tokens={k: SecretStr(v) for k, v in tokens.items()},
-            admin_token=SecretStr(options.admin_token),
+            cluster_tokens={k: (SecretStr(auth.hashed(v)),) for k, v in tokens.items()},
+            admin_token=(SecretStr(auth.hashed(options.admin_token)),),
             lease_ttl_s=options.lease_ttl_s,
             resolver_url=f"http://{options.host}:{bound.http_port}",
             allow_loopback_endpoints=True,  # the simulated endpoints listen on 127.10.x.x

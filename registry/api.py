@@ -10,7 +10,6 @@ their state and send it whole again.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +18,11 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
 
-from registry import drains, views
+from registry import auth, drains, grants, views
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
 from registry.model import (
@@ -44,6 +44,8 @@ log = structlog.get_logger("registry.api")
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SETTINGS: web.AppKey[RegistrySettings] = web.AppKey("settings", RegistrySettings)
 TOPOLOGY: web.AppKey[Topology] = web.AppKey("topology", Topology)
+GRANTS: web.AppKey[grants.Grants] = web.AppKey("grants", grants.Grants)
+TOKENS: web.AppKey[auth.Tokens] = web.AppKey("tokens", auth.Tokens)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -80,7 +82,7 @@ class Metrics:
         )
         self.refused = Counter(
             "globaldns_registry_reports_refused",
-            "reports refused, by why (invalid, stale, resync, limit)",
+            "reports refused, by why (invalid, stale, resync, limit, not granted)",
             ["why"],
             registry=self.registry,
         )
@@ -117,6 +119,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.warning("redis unavailable", path=request.path, error=str(exc))
         metrics.store_errors.inc()
         response = error(503, "registry store unavailable, retry", detail=str(exc))
+    except RequestPayloadError as exc:  # a body that does not decode (bad gzip, cut short)
+        log.info("unreadable request body", path=request.path, error=str(exc).strip())
+        response = error(400, f"body: cannot be read: {str(exc).strip()}")
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             response = error(exc.status, exc.reason)
@@ -131,44 +136,43 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return auth.bearer(request.headers.get("Authorization", ""))
+
+
+def _unauthorized(message: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="globaldns"'},
+    )
 
 
 def cluster_of(request: web.Request) -> str:
     """The cluster whose token was presented; 401 otherwise."""
     token = _bearer(request)
     if token is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "a cluster bearer token is required"}),
-            content_type="application/json",
-        )
-    found = None
-    for cluster, secret in request.app[SETTINGS].cluster_tokens.items():
-        # Compare against every token so timing does not tell which one matched.
-        if hmac.compare_digest(secret.get_secret_value().encode(), token.encode()):
-            found = cluster
+        raise _unauthorized("a cluster bearer token is required")
+    found = request.app[TOKENS].cluster(token)
     if found is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "unknown token"}), content_type="application/json"
-        )
+        raise _unauthorized("unknown token")
     return found
 
 
 def require_admin(request: web.Request) -> None:
-    admin = request.app[SETTINGS].admin_token
-    token = _bearer(request)
-    if admin is None:
+    tokens = request.app[TOKENS]
+    if not tokens.admin:
         raise web.HTTPForbidden(
             text=json.dumps({"error": "admin calls are disabled: no admin token is configured"}),
             content_type="application/json",
         )
-    if token is None or not hmac.compare_digest(admin.get_secret_value().encode(), token.encode()):
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "the admin bearer token is required"}),
-            content_type="application/json",
-        )
+    if not tokens.is_admin(_bearer(request)):
+        raise _unauthorized("the admin bearer token is required")
+
+
+def require_reader(request: web.Request) -> None:
+    """Inspection routes: open unless a read token is configured (admin also reads)."""
+    if not request.app[TOKENS].may_read(_bearer(request)):
+        raise _unauthorized("the read (or admin) bearer token is required")
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -245,6 +249,26 @@ async def post_report(request: web.Request) -> web.Response:
     region = request.app[TOPOLOGY].region_of(cluster)
     if region is None:
         return error(403, f"cluster {cluster} is not in the registry's topology")
+    grant = request.app[GRANTS].of(cluster)
+    refused = grants.refusals(grant, ((s.key, s.policy is not None) for s in report.services))
+    if refused:
+        metrics.refused.labels("not granted").inc()
+        log.warning(
+            "report refused: not granted",
+            cluster=cluster,
+            refused=len(refused),
+            first=refused[0].service,
+            why=refused[0].why,
+        )
+        named = "; ".join(f"{r.field}: {r.service}: {r.why}" for r in refused[:3])
+        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+        return error(
+            403,
+            f"{named}{more}; {cluster} {grant.describe()}",
+            field=refused[0].field,
+            refused=[r.as_json() for r in refused[:100]],
+            grant=grant.as_json(),
+        )
     kind = "delta" if report.is_delta else "whole"
     try:
         _check_limits(report, settings)
@@ -302,6 +326,12 @@ def _check_limits(report: Report, settings: RegistrySettings) -> None:
             )
 
 
+async def get_grants(request: web.Request) -> web.Response:
+    """What the calling cluster may export and annotate (its agent leaves out the rest)."""
+    cluster = cluster_of(request)
+    return web.json_response({"cluster": cluster, **request.app[GRANTS].of(cluster).as_json()})
+
+
 async def post_heartbeat(request: web.Request) -> web.Response:
     cluster = cluster_of(request)
     try:
@@ -314,6 +344,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 
 async def get_clusters(request: web.Request) -> web.Response:
+    require_reader(request)
     view = await request.app[STORE].view()
     return web.json_response(
         {
@@ -326,15 +357,17 @@ async def get_clusters(request: web.Request) -> web.Response:
 
 
 async def get_services(request: web.Request) -> web.Response:
+    require_reader(request)
     view = await request.app[STORE].view()
-    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request))
+    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
     return web.json_response({"generation": view.generation, "services": list(services.values())})
 
 
 async def get_service(request: web.Request) -> web.Response:
+    require_reader(request)
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     view = await request.app[STORE].view()
-    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request))
+    services = views.services(view, lease_ttl_ms=_lease_ttl_ms(request), grants=request.app[GRANTS])
     found = services.get(f"{namespace}/{name}")
     if found is None:
         return error(404, f"no cluster exports {namespace}/{name}")
@@ -442,6 +475,7 @@ async def delete_region_drain(request: web.Request) -> web.Response:
 
 
 async def get_drains(request: web.Request) -> web.Response:
+    require_reader(request)
     current = await request.app[STORE].drains()
     return web.json_response(
         {"drains": [{"cluster": c, **d.model_dump()} for c, d in sorted(current.items())]}
@@ -457,9 +491,31 @@ async def put_policy(request: web.Request) -> web.Response:
         if isinstance(exc, ValidationError):
             return _invalid(exc)
         return error(400, "body must be an object with 'policy'")
+    unknown = _unknown_names(override, request.app[TOPOLOGY])
+    if unknown:
+        return error(400, unknown[1], field=unknown[0])
     generation = (await _decided(request, request.app[STORE].set_policy(key, override))).generation
     log.info("policy override set", service=key, kind=override.policy.kind, by=override.by)
     return web.json_response({"service": key, "generation": generation, **override.model_dump()})
+
+
+def _unknown_names(override: PolicyOverride, topology: Topology) -> tuple[str, str] | None:
+    """An override that names a cluster (or region) the topology lacks would send no
+    client anywhere it means: (field, message), or None when every name is known."""
+    clusters = {c.name for c in topology.clusters}
+    regions = {r.name for r in topology.regions}
+    policy = override.policy
+    for name in sorted(policy.weights):
+        if name not in clusters:
+            known = ", ".join(sorted(clusters))
+            return "policy.weights", f"policy.weights: {name!r} is not a cluster ({known})"
+    for i, name in enumerate(policy.order):
+        if name not in clusters | regions:
+            return (
+                f"policy.order[{i}]",
+                f"policy.order[{i}]: {name!r} is neither a cluster nor a region of the topology",
+            )
+    return None
 
 
 async def delete_policy(request: web.Request) -> web.Response:
@@ -471,6 +527,7 @@ async def delete_policy(request: web.Request) -> web.Response:
 
 async def get_explain(request: web.Request) -> web.Response:
     """Proxied to a resolver: the decision is the resolver's, computed from its snapshot."""
+    require_admin(request)  # a trace for any client shows what is unhealthy, and where
     url = request.app[SETTINGS].resolver_url
     if not url:
         return error(501, "no resolver to ask: set GLOBALDNS_RESOLVER_URL")
@@ -479,6 +536,7 @@ async def get_explain(request: web.Request) -> web.Response:
         async with session.get(
             f"{url.rstrip('/')}/v1/explain",
             params=request.query,
+            headers={"Authorization": request.headers["Authorization"]},
             timeout=aiohttp.ClientTimeout(total=5),
         ) as response:
             return web.json_response(await response.json(), status=response.status)
@@ -507,6 +565,8 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[TOPOLOGY] = topology
+    app[GRANTS] = topology.grants()
+    app[TOKENS] = settings.tokens()
     app[STORE] = store
     app[METRICS] = Metrics()
     app[JOURNAL] = Journal(settings.state_dir)
@@ -528,6 +588,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app.cleanup_ctx.append(upkeep)
     app.router.add_post("/v1/reports", post_report)
     app.router.add_post("/v1/heartbeats", post_heartbeat)
+    app.router.add_get("/v1/grants", get_grants)
     app.router.add_get("/v1/clusters", get_clusters)
     app.router.add_get("/v1/services", get_services)
     app.router.add_get("/v1/services/{namespace}/{name}", get_service)

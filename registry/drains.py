@@ -41,11 +41,16 @@ class Impact:
         }
 
 
-def healthy_clusters(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, set[str]]:
+def healthy_clusters(
+    view: RegistryView, topology: Topology, *, lease_ttl_ms: int
+) -> dict[str, set[str]]:
     """Per service, the clusters its answers can draw on now (the resolver's own rules:
     health, spillover, and the serving-terminating fallback)."""
     return {
-        key: judged.serving for key, judged in views.judge(view, lease_ttl_ms=lease_ttl_ms).items()
+        key: judged.serving
+        for key, judged in views.judge(
+            view, lease_ttl_ms=lease_ttl_ms, grants=topology.grants()
+        ).items()
     }
 
 
@@ -55,7 +60,8 @@ def impact(
     drained = set(draining)
     region_of = {c.name: c.region for c in view.clusters}
     out = []
-    for service, serving in sorted(healthy_clusters(view, lease_ttl_ms=lease_ttl_ms).items()):
+    serving_now = healthy_clusters(view, topology, lease_ttl_ms=lease_ttl_ms)
+    for service, serving in sorted(serving_now.items()):
         loses = tuple(sorted(serving & drained))
         if not loses:
             continue

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
 import structlog
 
-from registry import connection
+from registry import auth, connection
 from registry import store as store_mod
 from registry import topology as topology_mod
 from registry.api import build_app
 from registry.errors import ConfigError
-from registry.http import running
+from registry.http import running, server_tls
 from registry.settings import RegistrySettings
 from registry.topology import Topology
 
@@ -31,11 +32,12 @@ def check(settings: RegistrySettings, topology: Topology) -> None:
             raise ConfigError(
                 f"GLOBALDNS_CLUSTER_TOKENS: cluster {cluster!r} is not in {settings.topology}"
             )
-    tokens = [t.get_secret_value() for t in settings.cluster_tokens.values()]
-    if any(len(t) < 16 for t in tokens):
-        raise ConfigError("GLOBALDNS_CLUSTER_TOKENS: every token needs at least 16 characters")
-    if len(set(tokens)) != len(tokens):
-        raise ConfigError("GLOBALDNS_CLUSTER_TOKENS: two clusters share a token")
+    try:
+        settings.tokens()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        raise ConfigError("GLOBALDNS_TLS_CERT_FILE and GLOBALDNS_TLS_KEY_FILE go together")
 
 
 def warnings(settings: RegistrySettings, topology: Topology) -> list[str]:
@@ -45,13 +47,28 @@ def warnings(settings: RegistrySettings, topology: Topology) -> list[str]:
             "GLOBALDNS_CLUSTER_TOKENS is empty: every agent report will be refused (401); "
             'set it to {"<cluster>": "<token>", ...} for the clusters of the topology'
         ]
+    found = []
     missing = [c.name for c in topology.clusters if c.name not in settings.cluster_tokens]
     if missing:
-        return [
+        found.append(
             f"GLOBALDNS_CLUSTER_TOKENS has no token for {', '.join(missing)}: "
             "their agents cannot report"
+        )
+    plain = [
+        name
+        for name, values in [
+            *((f"GLOBALDNS_CLUSTER_TOKENS[{c}]", ts) for c, ts in settings.cluster_tokens.items()),
+            ("GLOBALDNS_ADMIN_TOKEN", settings.admin_token),
+            ("GLOBALDNS_READ_TOKEN", settings.read_token),
         ]
-    return []
+        if any(not v.get_secret_value().startswith(auth.PREFIX) for v in values)
+    ]
+    if plain:
+        found.append(
+            f"{', '.join(plain)}: stored as plain tokens; store their hashes instead "
+            "(sha256:<hex>, printed by `globaldns token hash`)"
+        )
+    return found
 
 
 async def serve(
@@ -70,9 +87,16 @@ async def serve(
     store = store_mod.Store(client, deadline_s=settings.redis_timeout_s)
     try:
         app = build_app(settings, topology, store)
-        async with running(app, settings.host, settings.port) as port:
+        tls = None
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            try:
+                tls = server_tls(settings.tls_cert_file, settings.tls_key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"GLOBALDNS_TLS_CERT_FILE / _KEY_FILE: {exc}") from exc
+        async with running(app, settings.host, settings.port, tls=tls) as port:
             log.info(
                 "registry API listening",
+                scheme="https" if tls else "http",
                 host=settings.host,
                 port=port,
                 redis=connection.describe(where),

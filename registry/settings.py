@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from registry import auth
 from registry import topology as topology_mod
 from registry.connection import RedisOptions
 from registry.model import MAX_CLUSTERS, MAX_ENDPOINTS_PER_SERVICE, MAX_SERVICES_PER_CLUSTER
@@ -37,13 +39,56 @@ class RegistrySettings(RedisOptions):
         default_factory=topology_mod.default_path,
         description="regions, clusters and client networks (the cluster's region comes from here)",
     )
-    cluster_tokens: dict[str, SecretStr] = Field(
+    cluster_tokens: dict[str, tuple[SecretStr, ...]] = Field(
         default_factory=dict,
-        description="bearer token per cluster, as JSON: the only proof of which cluster reports",
+        description="bearer token per cluster, as JSON: the only proof of which cluster "
+        'reports; {"<cluster>": "<token>"} or up to two, {"<cluster>": ["<new>", "<old>"]}, '
+        "while rotating; each sha256:<hex> (globaldns token new) or, in dev, the token itself",
     )
-    admin_token: SecretStr | None = Field(
-        default=None, description="bearer token for admin calls (drain); none: admin calls refused"
+    admin_token: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="bearer token for admin calls (drains, overrides, explain for any client); "
+        "up to two, comma-separated, while rotating; sha256:<hex> or the token; none: admin "
+        "calls refused",
     )
+    read_token: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="bearer token for the inspection routes (clusters, services, drains); up "
+        "to two, comma-separated; none: those routes are open (the admin token also reads)",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="serve HTTPS with this certificate chain (PEM)"
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="the private key of GLOBALDNS_TLS_CERT_FILE (PEM)"
+    )
+
+    @field_validator("cluster_tokens", mode="before")
+    @classmethod
+    def _one_or_two(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        return {k: (v,) if isinstance(v, str | SecretStr) else v for k, v in value.items()}
+
+    @field_validator("admin_token", "read_token", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return auth.split(value)
+        return value
+
+    def tokens(self) -> auth.Tokens:
+        """The configured tokens as digests; ValueError naming the setting when one is bad."""
+        return auth.Tokens.from_config(
+            {c: [t.get_secret_value() for t in ts] for c, ts in self.cluster_tokens.items()},
+            [t.get_secret_value() for t in self.admin_token],
+            [t.get_secret_value() for t in self.read_token],
+        )
+
     lease_ttl_s: float = Field(
         default=6.0, gt=0, description="a cluster whose last heartbeat is older is unhealthy"
     )

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from registry import catalogue
+from registry import catalogue, grants
 from registry.errors import ConfigError
 from registry.model import Frozen, Label, Region
 
@@ -26,6 +26,24 @@ class ClusterSpec(Frozen):
     source: str | None = Field(
         default=None, description="static source file for this cluster's agent (dev mode)"
     )
+    exports: tuple[str, ...] = Field(
+        default=(),
+        max_length=256,
+        description="what this cluster may export: <namespace>, <namespace>/<name>, with * "
+        "wildcards, or * for everything; nothing granted, nothing accepted (registry/grants.py)",
+    )
+    policy_annotations: bool = Field(
+        default=False, description="whether this cluster's annotations may set a service's policy"
+    )
+
+    @field_validator("exports")
+    @classmethod
+    def _valid_exports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(grants.check_pattern(p) for p in value)
+
+    @property
+    def grant(self) -> grants.Grant:
+        return grants.Grant(self.exports, self.policy_annotations)
 
 
 class Network(Frozen):
@@ -73,6 +91,9 @@ class Topology(Frozen):
 
     def jurisdictions(self) -> dict[str, str | None]:
         return {region.name: region.jurisdiction for region in self.regions}
+
+    def grants(self) -> grants.Grants:
+        return grants.Grants({spec.name: spec.grant for spec in self.clusters})
 
     def region_of(self, cluster: str) -> str | None:
         for spec in self.clusters:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry import health
+from registry.grants import Grants
 from registry.model import ClusterState, Endpoint, Policy, RegistryView, Service
 from registry.policies import effective_policy
 from registry.records import compact
@@ -21,17 +22,23 @@ class Judged:
     endpoints: list[tuple[ClusterState, Service, Endpoint, health.Verdict]]
     policy: Policy
     policy_source: str
+    policy_conflict: tuple[str, ...]
     spilled: frozenset[str]
     serving: set[str]
     """Clusters whose endpoints the answers can draw on now (see health.serving_clusters)."""
 
 
-def judge(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, Judged]:
-    """Every service by ``namespace/name``, judged at the view's Redis time."""
+def judge(
+    view: RegistryView, *, lease_ttl_ms: int, grants: Grants | None = None
+) -> dict[str, Judged]:
+    """Every service by ``namespace/name``, judged at the view's Redis time; with
+    ``grants``, as the resolver answers: records a cluster may not export left out, and
+    its annotations ignored where it may not set policy."""
     reported: dict[str, list[tuple[ClusterState, Service]]] = {}
     for cluster in view.clusters:
         for service in cluster.services:
-            reported.setdefault(service.key, []).append((cluster, service))
+            if grants is None or grants.exported(cluster.name, service.key):
+                reported.setdefault(service.key, []).append((cluster, service))
     out: dict[str, Judged] = {}
     for key in sorted(reported):
         endpoints = []
@@ -43,8 +50,13 @@ def judge(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, Judged]:
                 verdict = health.verdict(slim, problems)
                 endpoints.append((cluster, service, endpoint, verdict))
                 members.append((cluster.name, cluster.region, verdict))
-        policy, source = effective_policy(
-            key, [(c.name, s.policy) for c, s in reported[key]], view.policies
+        policy, source, conflict = effective_policy(
+            key,
+            [
+                (c.name, s.policy if grants is None or grants.policy_annotations(c.name) else None)
+                for c, s in reported[key]
+            ],
+            view.policies,
         )
         spilled, _since = health.spill(health.groups_of(members), policy, now_ms=view.now_ms)
         out[key] = Judged(
@@ -53,6 +65,7 @@ def judge(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, Judged]:
             endpoints,
             policy,
             source,
+            conflict,
             spilled,
             health.serving_clusters(members, spilled),
         )
@@ -114,10 +127,12 @@ def clusters(view: RegistryView, topology: Topology, *, lease_ttl_ms: int) -> li
     return out
 
 
-def services(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, dict[str, Any]]:
+def services(
+    view: RegistryView, *, lease_ttl_ms: int, grants: Grants | None = None
+) -> dict[str, dict[str, Any]]:
     """Every service by ``namespace/name``, with every endpoint and its verdict."""
     out: dict[str, dict[str, Any]] = {}
-    for key, judged in judge(view, lease_ttl_ms=lease_ttl_ms).items():
+    for key, judged in judge(view, lease_ttl_ms=lease_ttl_ms, grants=grants).items():
         first = judged.reported[0][1]
         out[key] = {
             "namespace": first.namespace,
@@ -143,5 +158,6 @@ def services(view: RegistryView, *, lease_ttl_ms: int) -> dict[str, dict[str, An
             ],
             "policy": judged.policy.model_dump(),
             "policy_source": judged.policy_source,
+            "policy_conflict": list(judged.policy_conflict),
         }
     return out

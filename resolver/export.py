@@ -24,7 +24,7 @@ from resolver.settings import ResolverSettings
 from resolver.snapshot import Snapshot
 
 
-async def load_snapshot(settings: ResolverSettings) -> Snapshot:
+async def load_snapshot(settings: ResolverSettings, topology: Topology) -> Snapshot:
     """The registry as a resolver's first full load sees it.
 
     Nothing is carried from an earlier snapshot (clusters missing from Redis, the
@@ -39,6 +39,7 @@ async def load_snapshot(settings: ResolverSettings) -> Snapshot:
         sync_ms=view.now_ms,
         lease_ttl_ms=int(settings.lease_ttl_s * 1000),
         policies=view.policies,
+        grants=topology.grants(),
     )
 
 
@@ -53,7 +54,7 @@ async def export(
         known = ", ".join(sorted(r.name for r in topology.regions))
         raise ConfigError(f"--region {region!r} is not a region of the topology ({known})")
     zone = build_responder(settings, topology).zone
-    snapshot = await load_snapshot(settings)
+    snapshot = await load_snapshot(settings, topology)
     return zonefile.render(snapshot, zone, regions=topology.regions, region=region)
 
 

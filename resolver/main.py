@@ -22,6 +22,8 @@ from registry import connection
 from registry import store as store_mod
 from registry import topology as topology_mod
 from registry.aio import sleep_or_stop
+from registry.auth import Tokens, bearer
+from registry.errors import ConfigError
 from registry.http import running
 from registry.topology import Topology
 from resolver import sockets
@@ -81,7 +83,11 @@ def build_responder(settings: ResolverSettings, topology: Topology) -> Responder
 
 
 def http_app(
-    responder: Responder, follower: Follower, propagation: Histogram | None = None
+    responder: Responder,
+    follower: Follower,
+    propagation: Histogram | None = None,
+    *,
+    admin: Tokens | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -104,6 +110,8 @@ def http_app(
                 "last_sync_age_s": round(age, 3) if age is not None else None,
                 "sync_errors": follower.errors,
                 "reconciles": follower.reconciles,
+                "policy_conflicts": len(follower.state.conflicts),
+                "records_not_granted": len(follower.state.not_granted),
                 "control_plane_outages": [
                     {"cause": o.cause, "since_ms": o.start_ms} for o in follower.control.ongoing
                 ],
@@ -119,10 +127,36 @@ def http_app(
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
 
+    tokens = admin or Tokens()
+
     async def explain(request: web.Request) -> web.Response:
+        """A trace names what is unhealthy and where: the caller's own, from a source in
+        GLOBALDNS_EXPLAIN_TRUSTED; another client's (``client=``, ``subnet=``) only with
+        the admin token (the registry's /v1/explain passes the operator's on)."""
         name = request.query.get("name", "")
         qtype = request.query.get("type", "A").upper()
-        client = request.query.get("client") or (request.remote or "127.0.0.1")
+        remote = request.remote or ""
+        asked = request.query.get("client")
+        if (asked is not None and asked != remote) or request.query.get("subnet"):
+            if not tokens.admin:
+                return web.json_response(
+                    {
+                        "error": "explaining another client needs the admin token, and this "
+                        "resolver has none (GLOBALDNS_ADMIN_TOKEN)"
+                    },
+                    status=403,
+                )
+            if not tokens.is_admin(bearer(request.headers.get("Authorization", ""))):
+                return web.json_response(
+                    {"error": "explaining another client needs the admin bearer token"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="globaldns"'},
+                )
+        elif not responder.may_explain(remote):
+            return web.json_response(
+                {"error": f"{remote} is not in GLOBALDNS_EXPLAIN_TRUSTED"}, status=403
+            )
+        client = asked or remote
         if not name:
             return web.json_response({"error": "name= is required"}, status=400)
         types = {"A": 1, "AAAA": 28}
@@ -175,6 +209,10 @@ async def serve(
     started: Callable[[Bound], None] | None = None,
 ) -> None:
     topology = topology or topology_mod.load(settings.topology)
+    try:
+        admin = Tokens.from_config({}, [t.get_secret_value() for t in settings.admin_token])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     responder = build_responder(settings, topology)
     where = connection.target(settings.redis_url, settings)
     client = store_mod.connect(where, read_from=settings.redis_read_from)
@@ -204,6 +242,7 @@ async def serve(
         observe_propagation=propagation.observe,
         expect_clusters=bool(topology.clusters),
         mass_expiry_fraction=settings.mass_expiry_fraction,
+        grants=topology.grants(),
     )
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
     udp = UdpServer(udp_sock, responder)
@@ -218,7 +257,7 @@ async def serve(
     sync = asyncio.create_task(follower.run(stop), name="resolver-sync")
     reporter = asyncio.create_task(report_problems(responder, stop), name="resolver-problems")
     try:
-        app = http_app(responder, follower, propagation)
+        app = http_app(responder, follower, propagation, admin=admin)
         async with running(app, settings.http_host, settings.http_port) as http_port:
             bound = Bound(udp_sock.getsockname()[1], http_port)
             log.info(

@@ -110,6 +110,18 @@ class ResolverCollector(Collector):
         for cause in CAUSES:
             outages.add_metric([cause], self.follower.outage_events[(cause, "ended")])
         yield outages
+        state = self.follower.state
+        yield GaugeMetricFamily(
+            "globaldns_resolver_policy_conflicts",
+            "services whose clusters (those that may set policy) annotate different policies; "
+            "the first cluster by name wins (registry/grants.py)",
+            value=len(state.conflicts),
+        )
+        yield GaugeMetricFamily(
+            "globaldns_resolver_records_not_granted",
+            "records held in Redis that their cluster may not export: not answered",
+            value=len(state.not_granted),
+        )
         yield CounterMetricFamily(
             "globaldns_resolver_reconciles",
             "full comparisons with the registry (start, periodic, after errors or a restart)",

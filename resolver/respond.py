@@ -118,7 +118,9 @@ class Options:
 
     nsid: bytes | None = None
     """Returned to queries that ask for it (RFC 5001): which instance answered."""
-    ecs_trusted: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    ecs_trusted: tuple[str, ...] = ()
+    """Sources whose client subnet locates the client: none unless configured (anyone
+    could otherwise claim to ask from anywhere, and pull another region's answers)."""
     """Sources whose EDNS Client Subnet is believed (your forwarders); others: ignored."""
     cookie_secret: bytes | None = None
     """Server cookies (RFC 7873/9018) when set; clients with a valid one skip RRL."""
@@ -772,6 +774,10 @@ class Responder:
             and len(query.labels) > len(zone) + 1
             and query.labels[-len(zone) :] == zone
         )
+
+    def may_explain(self, client: str) -> bool:
+        """Whether ``client`` may see the trace of its own answers (``explain_trusted``)."""
+        return _in(client, self._explain_trusted)
 
     def _explain_txt(self, query: wire.Query, client: str) -> Packed:
         """``dig TXT _explain.<name>``: the trace for the querying client, as TXT strings.

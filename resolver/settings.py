@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from registry import addresses
+from registry import addresses, auth
 from registry import topology as topology_mod
 from registry.connection import ReadFrom, RedisOptions
 
@@ -89,8 +90,10 @@ class ResolverSettings(RedisOptions):
         description="returned to queries that ask for NSID (RFC 5001); default: none",
     )
     ecs_trusted: tuple[str, ...] = Field(
-        default=("0.0.0.0/0", "::/0"),
-        description="sources whose EDNS Client Subnet is used to locate the client, as JSON",
+        default=(),
+        description="sources whose EDNS Client Subnet is used to locate the client, as JSON "
+        '(e.g. your CoreDNS or Unbound forwarders: ["10.0.0.0/8"]); default: none, so a '
+        "client cannot claim to ask from elsewhere; dev mode trusts loopback",
     )
     cookie_secret: str | None = Field(
         default=None,
@@ -107,6 +110,13 @@ class ResolverSettings(RedisOptions):
         ),
         description="sources that may ask TXT _explain.<name>, as JSON (a trace shows health)",
     )
+    admin_token: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="the registry's admin token (sha256:<hex> or the token; up to two, "
+        "comma-separated): GET /v1/explain for another client than the caller needs it; "
+        "none: only callers in GLOBALDNS_EXPLAIN_TRUSTED, for themselves",
+    )
+
     rrl_rate: float = Field(
         default=100.0,
         ge=0,
@@ -122,3 +132,12 @@ class ResolverSettings(RedisOptions):
         description="client networks never rate limited (your clusters' CoreDNS), as JSON",
     )
     log_json: bool = Field(default=True, description="JSON logs (false: console lines)")
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return auth.split(value) if isinstance(value, str) else value

@@ -23,7 +23,7 @@ on when the resolver happened to start:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from registry import health
@@ -70,6 +70,8 @@ class ServiceEntry:
     candidates: tuple[Candidate, ...]
     policy: Policy = DEFAULT_POLICY
     policy_source: str = "default"
+    policy_conflict: tuple[str, ...] = ()
+    """Granted clusters whose annotation differs from the first's (registry.policies)."""
     spilled: frozenset[str] = frozenset()
     """Groups (``region:<r>``, ``cluster:<c>``) held out for lack of capacity."""
     spill_since: Mapping[str, int] = field(default_factory=dict)
@@ -167,8 +169,10 @@ def entry(
     policies: Mapping[str, PolicyOverride],
     sync_ms: int,
     previous: ServiceEntry | None = None,
+    may_set_policy: Callable[[str], bool] = lambda _cluster: True,
 ) -> ServiceEntry:
-    """One service's entry, from every cluster's record of it (clusters sorted by name)."""
+    """One service's entry, from every cluster's record of it (clusters sorted by name);
+    the annotations of clusters that may not set policy (``may_set_policy``) are ignored."""
     candidates: list[Candidate] = []
     verdict, healthy = health.verdict, health.HEALTHY
     for cluster, record, problems in reported:
@@ -191,8 +195,10 @@ def entry(
                 )
             )
     first = reported[0][1]
-    policy, source = effective_policy(
-        first.key, [(c.name, r.policy) for c, r, _p in reported], policies
+    policy, source, conflict = effective_policy(
+        first.key,
+        [(c.name, r.policy if may_set_policy(c.name) else None) for c, r, _p in reported],
+        policies,
     )
     spilled: frozenset[str] = frozenset()
     since: dict[str, int] = {}
@@ -223,6 +229,7 @@ def entry(
         candidates=tuple(candidates),
         policy=policy,
         policy_source=source,
+        policy_conflict=conflict,
         spilled=spilled,
         spill_since=since,
         last_good=last_good,

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from registry import health
+from registry.grants import Grants
 from registry.model import ClusterState, Drain, PolicyOverride
 from registry.records import ServiceRecord, compact
 from resolver import snapshot as snapshots
@@ -39,8 +40,15 @@ def owner_of(key: str) -> str:
 
 
 class State:
-    def __init__(self, *, lease_ttl_ms: int) -> None:
+    def __init__(self, *, lease_ttl_ms: int, grants: Grants | None = None) -> None:
         self.lease_ttl_ms = lease_ttl_ms
+        self.grants = grants
+        """What each cluster may export and annotate (None: everything, for tools that
+        build a snapshot from data already judged)."""
+        self.not_granted: set[tuple[str, str]] = set()
+        """(cluster, ``<namespace>/<name>``) records held but not answered: not granted."""
+        self.conflicts: set[str] = set()
+        """Services whose granted clusters annotate different policies."""
         self.snapshot = snapshots.empty()
         self.records: dict[str, dict[str, ServiceRecord]] = {}
         """cluster → ``<namespace>/<name>`` → its record."""
@@ -82,6 +90,7 @@ class State:
             if record is None:
                 if held.pop(key, None) is None:
                     continue
+                self.not_granted.discard((cluster, key))
                 holders = self.holders.get(key)
                 if holders is not None:
                     holders.discard(cluster)
@@ -186,8 +195,9 @@ class State:
         for key in keys:
             owner = owner_of(key)
             before = services.get(owner)
-            holders = self.holders.get(key)
+            holders = self._granted(key, self.holders.get(key))
             if not holders:
+                self.conflicts.discard(key)
                 if before is not None:
                     del services[owner]
                     self.snapshot.unhealthy.discard(owner)
@@ -199,12 +209,18 @@ class State:
                 (self.snapshot.clusters[c], self.records[c][key], self.problems[c])
                 for c in sorted(holders)
             ]
+            grants = self.grants
             after = snapshots.entry(
                 reported,
                 policies=self.snapshot.policies,
                 sync_ms=self.snapshot.sync_ms,
                 previous=before,
+                may_set_policy=grants.policy_annotations if grants else lambda _c: True,
             )
+            if after.policy_conflict:
+                self.conflicts.add(key)
+            else:
+                self.conflicts.discard(key)
             due = after.spill_due_ms()
             if due is None:
                 self.spill_due.pop(key, None)
@@ -221,6 +237,21 @@ class State:
                 self._count_namespace(after.namespace, 1)
             changed.add(owner)
         return changed
+
+    def _granted(self, key: str, holders: set[str] | None) -> set[str] | None:
+        """The holders of ``key`` that may export it (the registry refuses the others;
+        this keeps out what was stored before a grant narrowed)."""
+        grants = self.grants
+        if grants is None or not holders:
+            return holders
+        granted = set()
+        for cluster in holders:
+            if grants.exported(cluster, key):
+                granted.add(cluster)
+                self.not_granted.discard((cluster, key))
+            else:
+                self.not_granted.add((cluster, key))
+        return granted
 
     def _count_namespace(self, namespace: str, delta: int) -> None:
         counts = self.snapshot.namespaces
@@ -247,9 +278,10 @@ def build(
     lease_ttl_ms: int,
     policies: Mapping[str, PolicyOverride] | None = None,
     outages: tuple[health.Outage, ...] = (),
+    grants: Grants | None = None,
 ) -> Snapshot:
     """A whole snapshot from a registry view, in one go (zone export, tests, benchmarks)."""
-    state = State(lease_ttl_ms=lease_ttl_ms)
+    state = State(lease_ttl_ms=lease_ttl_ms, grants=grants)
     state.set_outages(outages)
     for cluster in clusters:
         state.put_cluster(

@@ -36,6 +36,7 @@ import structlog
 from registry.aio import sleep_or_stop
 from registry.decisions import Decision, drain_subject, newer, policy_subject
 from registry.errors import StoreError
+from registry.grants import Grants
 from registry.store import Change, Leases, Store, parse_drain, parse_policy
 from resolver.outages import ControlPlane
 from resolver.snapshot import Snapshot
@@ -62,9 +63,10 @@ class Follower:
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         expect_clusters: bool = True,
         mass_expiry_fraction: float = 0.5,
+        grants: Grants | None = None,
     ) -> None:
         self.store = store
-        self.state = State(lease_ttl_ms=lease_ttl_ms)
+        self.state = State(lease_ttl_ms=lease_ttl_ms, grants=grants)
         self.publish = publish
         self.invalidate = invalidate
         self.block_ms = block_ms

@@ -84,12 +84,14 @@ async def resolver(
     """The resolver on free ports (DNS on UDP+TCP, and HTTP), once it has read Redis
     (``wait_for_sync=False``: as soon as it listens)."""
     settings = ResolverSettings(
-        redis_url=redis_url,
-        dns_port=0,
-        http_port=0,
-        topology=TOPOLOGY_FILE,
-        log_json=False,
-        **overrides,
+        **{
+            "redis_url": redis_url,
+            "dns_port": 0,
+            "http_port": 0,
+            "topology": TOPOLOGY_FILE,
+            "log_json": False,
+            **overrides,
+        }
     )
     async with _serving(
         lambda stop, done: resolver_main.serve(settings, stop=stop, started=done)

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 from agents.settings import AgentSettings
 from globaldns import config
 from globaldns.redis_server import RedisProcess, free_port
+from registry import auth
 from registry import server as registry_server
 from registry import topology as topology_mod
 from registry.settings import RegistrySettings
@@ -201,9 +202,11 @@ def test_a_registry_with_no_cluster_tokens_warns() -> None:
     topology = topology_mod.load(TOPOLOGY_FILE)
     (warning,) = registry_server.warnings(RegistrySettings(redis_url=unreachable_redis()), topology)
     assert "GLOBALDNS_CLUSTER_TOKENS is empty" in warning
-    full = RegistrySettings(
-        cluster_tokens={c.name: SecretStr(f"{c.name}-token-0123456789") for c in topology.clusters}
-    )
+    plain = {c.name: SecretStr(f"{c.name}-token-0123456789") for c in topology.clusters}
+    (warning,) = registry_server.warnings(RegistrySettings(cluster_tokens=plain), topology)
+    assert "stored as plain tokens; store their hashes" in warning
+    hashed = {c: SecretStr(auth.hashed(t.get_secret_value())) for c, t in plain.items()}
+    full = RegistrySettings(cluster_tokens=hashed)
     assert registry_server.warnings(full, topology) == []
 
 

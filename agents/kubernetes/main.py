@@ -25,6 +25,7 @@ from agents.kubernetes.metrics import AgentCollector
 from agents.kubernetes.settings import KubernetesAgentSettings
 from agents.kubernetes.source import KubernetesSource
 from agents.reporter import RegistryClient
+from registry.http import client_tls
 
 log = structlog.get_logger("agents.kubernetes")
 
@@ -100,7 +101,10 @@ async def serve(
                 cluster=settings.cluster,
                 source=source,
                 client=RegistryClient(
-                    session, settings.registry_url, settings.token.get_secret_value()
+                    session,
+                    settings.registry_url,
+                    settings.token.get_secret_value(),
+                    tls=client_tls(settings.registry_ca_file),
                 ),
                 heartbeat_interval_s=settings.heartbeat_interval_s,
             )

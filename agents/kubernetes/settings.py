@@ -27,6 +27,11 @@ class KubernetesAgentSettings(BaseSettings):
     cluster: str = Field(description="the cluster this agent reports for (its token must match)")
     region: str = Field(default="", description="the cluster's region, for logs")
     registry_url: str = Field(description="base URL of the registry API")
+    registry_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that an https:// registry's certificate is verified "
+        "against; none: the system's trust store",
+    )
     token: SecretStr = Field(description="this cluster's bearer token for the registry API")
     node_name: str = Field(
         validation_alias=AliasChoices("GLOBALDNS_NODE_NAME", "NODE_NAME"),

@@ -160,6 +160,7 @@ def build_responder() -> Responder:
         nsid=b"gdns-fuzz-1",
         cookie_secret=b"fuzz-cookie-secret-0123456789ab",
         rrl=None,
+        ecs_trusted=("0.0.0.0/0", "::/0"),  # every client subnet takes the full path
     )
     responder = Responder(
         zone, locator, REGIONS, options, latency=LATENCY, clock=lambda: float(NOW_S)

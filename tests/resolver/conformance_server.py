@@ -57,6 +57,7 @@ class Running:
 
 @contextmanager
 def running_server(**settings: object) -> Iterator[Running]:
+    settings = {"ecs_trusted": ("127.0.0.0/8",), **settings}  # its rows use client subnets
     config = ResolverSettings(topology=TOPOLOGY_FILE, **settings)  # type: ignore[arg-type]
     responder = build_responder(config, topology())
     responder.swap(build(snapshot_clusters(), generation=7, sync_ms=NOW, lease_ttl_ms=6000))

@@ -74,7 +74,7 @@ async def test_ecs_from_a_geoip_located_subnet(redis_url: str, database: Path) -
     prefixes = {"us-east-prod": "10.1.0", "eu-west-prod": "10.2.0", "ap-south-prod": "10.3.0"}
     async with (
         registry(redis_url) as api,
-        resolver(redis_url, geoip_database=database) as bound,
+        resolver(redis_url, geoip_database=database, ecs_trusted=("127.0.0.0/8",)) as bound,
         aiohttp.ClientSession() as s,
     ):
         for cluster, prefix in prefixes.items():

@@ -58,7 +58,7 @@ from hypothesis.control import currently_in_test_context
 
 from registry.model import ClusterState, Drain, Endpoint, Service
 from resolver.geo import Locator
-from resolver.respond import Responder
+from resolver.respond import Options, Responder
 from resolver.state import build
 from resolver.zone import Zone
 from tests.helpers import topology
@@ -118,7 +118,7 @@ def responder() -> Responder:
     zone = Zone(name="global.example.com", ttl=5, negative_ttl=5, nameservers=nameservers)
     topo = topology()
     locator = Locator(((n.cidr, n.region) for n in topo.networks), topo.default_region)
-    r = Responder(zone, locator, topo.regions)
+    r = Responder(zone, locator, topo.regions, Options(ecs_trusted=("0.0.0.0/0", "::/0")))
     clusters = [
         _cluster("us-east-prod", "us-east-1", 1),
         _cluster("eu-west-prod", "eu-west-1", 2),
