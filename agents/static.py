@@ -17,11 +17,22 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from agents.source import Check, Notify, ProbeJob, Target, VerdictKey
+from registry import addresses
 from registry.errors import ConfigError
-from registry.model import Conditions, Endpoint, Frozen, Label, Policy, Port, ProbeState, Service
+from registry.model import (
+    MAX_PORTS,
+    Conditions,
+    Endpoint,
+    Frozen,
+    Label,
+    Policy,
+    Port,
+    ProbeState,
+    Service,
+)
 from registry.topology import describe
 
 
@@ -34,15 +45,22 @@ class ProbeSpec(Frozen):
 
 
 class EndpointSpec(Frozen):
-    address: str
-    node: str | None = None
+    address: str = Field(max_length=64)
+    node: str | None = Field(default=None, max_length=253)
     ready: bool = True
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        # Judged when the file is read, not when the first report is built; loopback is
+        # the registry's to refuse (dev mode's endpoints are loopback listeners).
+        return addresses.check(value, loopback=True)
 
 
 class ServiceSpec(Frozen):
     namespace: Label
     name: Label
-    ports: tuple[Port, ...] = ()
+    ports: tuple[Port, ...] = Field(default=(), max_length=MAX_PORTS)
     ttl: int | None = Field(default=None, ge=1, le=300)
     policy: Policy | None = Field(default=None, description="routing policy (as annotations)")
     probe: ProbeSpec | None = None

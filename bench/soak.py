@@ -281,6 +281,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "GLOBALDNS_CLUSTER_TOKENS": json.dumps(TOKENS),
                 "GLOBALDNS_ADMIN_TOKEN": ADMIN,
                 "GLOBALDNS_STATE_DIR": str(workdir / "registry-state"),
+                "GLOBALDNS_ALLOW_LOOPBACK_ENDPOINTS": "true",  # the listeners are on 127.8x
             }
             chosen["registry"] = env
             return env, f"http://127.0.0.1:{port}/healthz"

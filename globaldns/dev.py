@@ -255,6 +255,7 @@ async def run(options: DevOptions, stop: asyncio.Event) -> None:
             admin_token=(SecretStr(auth.hashed(options.admin_token)),),
             lease_ttl_s=options.lease_ttl_s,
             resolver_url=f"http://{options.host}:{bound.http_port}",
+            allow_loopback_endpoints=True,  # the simulated endpoints listen on 127.10.x.x
             log_json=False,
         )
         task, api_port = await _started(

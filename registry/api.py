@@ -29,6 +29,7 @@ from registry.badrecords import BadRecord
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
 from registry.model import (
+    Admission,
     Drain,
     Heartbeat,
     PolicyOverride,
@@ -235,8 +236,9 @@ async def _report_bytes(request: web.Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _parse_report(raw: bytes) -> tuple[Report, dict[str, str]]:
-    report = Report.model_validate_json(raw)
+def _parse_report(raw: bytes, admission: Admission) -> tuple[Report, dict[str, str]]:
+    # Strict: "80" is not a port, 1.0 not a seq, "true" not a condition.
+    report = Report.model_validate_json(raw, strict=True, context=admission)
     return report, {s.key: content_hash(s) for s in report.services}
 
 
@@ -253,11 +255,12 @@ async def post_report(request: web.Request) -> web.Response:
     except LimitExceeded as exc:
         metrics.refused.labels("limit").inc()
         return _over_limit(exc)
+    admission = Admission(loopback=settings.allow_loopback_endpoints)
     try:
         if len(raw) > _THREAD_PARSE_BYTES:
-            report, digests = await asyncio.to_thread(_parse_report, raw)
+            report, digests = await asyncio.to_thread(_parse_report, raw, admission)
         else:
-            report, digests = _parse_report(raw)
+            report, digests = _parse_report(raw, admission)
     except ValidationError as exc:
         metrics.refused.labels("invalid").inc()
         first = exc.errors()[0]
@@ -355,7 +358,7 @@ async def get_grants(request: web.Request) -> web.Response:
 async def post_heartbeat(request: web.Request) -> web.Response:
     cluster = cluster_of(request)
     try:
-        beat = Heartbeat.model_validate(await _json_body(request))
+        beat = Heartbeat.model_validate(await _json_body(request), strict=True)
     except ValidationError as exc:
         return _invalid(exc)
     if await request.app[STORE].heartbeat(cluster, beat.seq):
@@ -451,7 +454,7 @@ async def _drain(request: web.Request, clusters: list[str], label: str) -> web.R
     require_admin(request)
     body = await _json_body(request) if request.can_read_body else {}
     try:
-        asked = DrainRequest.model_validate({**(body or {}), "at_ms": 0})
+        asked = DrainRequest.model_validate({**(body or {}), "at_ms": 0}, strict=True)
     except ValidationError as exc:
         return _invalid(exc)
     store = request.app[STORE]

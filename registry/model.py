@@ -8,19 +8,40 @@ in a report must not silently drop a setting.
 An endpoint carries what Kubernetes says about it (``conditions``, with the API's
 semantics: a ``None`` ``ready`` means "unknown" and is read as ready, as kube-proxy does)
 and what the agent's own active probe says (``probe``). Whether it is *healthy* is
-decided in :mod:`registry.health`, not stored.
+decided in :mod:`registry.health`, not stored. Which addresses it may have is decided in
+:mod:`registry.addresses`.
+
+Every list and string has a bound, so the cost of a record — to validate, store, and
+answer from — is bounded by the model and not only by the request size. The registry
+parses reports in pydantic's strict mode (``"80"`` is not a port, ``1.0`` not a count,
+``"true"`` not a condition), with an :class:`Admission` as validation context: whether
+loopback endpoints are admitted is the registry's setting, not the model's. Code that
+builds models itself (the agents) and readers of stored records pass no context; readers
+use :func:`read_service`, which leaves out an endpoint this version refuses instead of
+the whole record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 import socket
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from registry import addresses
 from registry.badrecords import BadRecord
 
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -45,6 +66,31 @@ MAX_SERVICES_PER_CLUSTER = 10_000
 MAX_CLUSTERS = 100
 _CEILING_ENDPOINTS = 100_000
 _CEILING_SERVICES = 1_000_000
+MAX_PORTS = 100
+"""Ports per service and per endpoint: an EndpointSlice holds at most 100."""
+MAX_WEIGHTS = 1000
+MAX_INT64 = 2**63 - 1
+"""Sequence numbers and times are stored as Redis integers (64-bit signed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the registry admits, passed as pydantic validation context of a report
+    (``Report.model_validate_json(raw, strict=True, context=Admission(...))``).
+
+    Without it (an agent building its report, a reader of stored records) loopback
+    endpoints are valid: dev mode's agents report them, and what is stored was admitted
+    by a registry that allowed them. Every other refusal in :mod:`registry.addresses`
+    holds everywhere.
+    """
+
+    loopback: bool = False
+    """``GLOBALDNS_ALLOW_LOOPBACK_ENDPOINTS``: loopback endpoints are admitted."""
+
+
+def _loopback_allowed(info: ValidationInfo) -> bool:
+    context = info.context
+    return not isinstance(context, Admission) or context.loopback
 
 
 class Frozen(BaseModel):
@@ -90,28 +136,23 @@ class ProbeState(Frozen):
 class Endpoint(Frozen):
     """One address of a service in one cluster."""
 
-    address: str
+    address: str = Field(max_length=64, description="unicast IPv4 or IPv6, no zone index")
     node: str | None = Field(default=None, max_length=253)
     conditions: Conditions = Conditions()
     probe: ProbeState | None = None
     ports: tuple[Port, ...] | None = Field(
         default=None,
+        max_length=MAX_PORTS,
         description="this endpoint's own ports (its EndpointSlice's, for SRV) where they "
         "differ from the service's; None: the service's ports",
     )
 
     @field_validator("address")
     @classmethod
-    def _valid_address(cls, value: str) -> str:
+    def _valid_address(cls, value: str, info: ValidationInfo) -> str:
         if _plain_ipv4(value):
             return value
-        try:
-            ip = ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
-        if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
-            raise ValueError(f"{value} is not a unicast address an endpoint can have")
-        return ip.compressed
+        return addresses.check(value, loopback=_loopback_allowed(info))
 
     @property
     def family(self) -> int:
@@ -121,14 +162,15 @@ class Endpoint(Frozen):
 def _plain_ipv4(value: str) -> bool:
     """The common case, checked without building an ``ipaddress`` object (a resolver
     validates every stored endpoint when it loads): a dotted quad that is already in
-    canonical form and is neither unspecified, multicast nor link-local. False: take the
+    canonical form and outside every range :mod:`registry.addresses` refuses or allows
+    only sometimes (0/8, loopback, link-local, multicast and above). False: take the
     general path, which also explains what is wrong."""
     try:
         packed = _inet_pton(_AF_INET, value)
     except OSError:
         return False
     first = packed[0]
-    if 224 <= first <= 239 or packed == b"\0\0\0\0" or (first == 169 and packed[1] == 254):
+    if first == 0 or first == 127 or first >= 224 or (first == 169 and packed[1] == 254):
         return False
     return _inet_ntop(_AF_INET, packed) == value
 
@@ -148,7 +190,9 @@ class Policy(Frozen):
         default=(), max_length=64, description="failover: clusters or regions, first preferred"
     )
     weights: dict[Label, int] = Field(
-        default_factory=dict, description="weighted: cluster -> weight (0 to 10000)"
+        default_factory=dict,
+        max_length=MAX_WEIGHTS,
+        description="weighted: cluster -> weight (0 to 10000)",
     )
     min_healthy: int = Field(
         default=1, ge=1, le=1000, description="spill past a region with fewer healthy endpoints"
@@ -189,7 +233,7 @@ class PolicyOverride(Frozen):
     policy: Policy
     reason: str = Field(default="", max_length=500)
     by: str = Field(default="", max_length=100)
-    at_ms: int = 0
+    at_ms: int = Field(default=0, ge=0, le=MAX_INT64)
 
 
 class Service(Frozen):
@@ -197,7 +241,7 @@ class Service(Frozen):
 
     namespace: Label
     name: Label
-    ports: tuple[Port, ...] = ()
+    ports: tuple[Port, ...] = Field(default=(), max_length=MAX_PORTS)
     endpoints: tuple[Endpoint, ...] = Field(default=(), max_length=_CEILING_ENDPOINTS)
     ttl: int | None = Field(default=None, ge=1, le=300, description="answer TTL in seconds")
     policy: Policy | None = Field(
@@ -233,9 +277,14 @@ class Report(Frozen):
     """
 
     cluster: Label | None = None
-    seq: int = Field(ge=0, description="monotonically increasing per cluster (ns since epoch)")
+    seq: int = Field(
+        ge=0, le=MAX_INT64, description="monotonically increasing per cluster (ns since epoch)"
+    )
     base_seq: int | None = Field(
-        default=None, ge=0, description="delta: the seq of the report this one builds on"
+        default=None,
+        ge=0,
+        le=MAX_INT64,
+        description="delta: the seq of the report this one builds on",
     )
     services: tuple[Service, ...] = Field(default=(), max_length=_CEILING_SERVICES)
     removed: tuple[ServiceKey, ...] = Field(
@@ -244,6 +293,7 @@ class Report(Frozen):
     observed_ms: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_INT64,
         description="wall-clock ms at which the agent observed the oldest change in this "
         "report (for the propagation histograms)",
     )
@@ -277,7 +327,7 @@ class Report(Frozen):
 class Heartbeat(Frozen):
     """A lease renewal: names the report the agent believes the registry holds."""
 
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_INT64)
 
 
 class Drain(Frozen):
@@ -285,7 +335,7 @@ class Drain(Frozen):
 
     reason: str = Field(default="", max_length=500)
     by: str = Field(default="", max_length=100)
-    at_ms: int = 0
+    at_ms: int = Field(default=0, ge=0, le=MAX_INT64)
 
 
 class ClusterState(Frozen):
@@ -310,6 +360,33 @@ class RegistryView(Frozen):
     """Operator overrides by ``<namespace>/<name>``."""
     problems: tuple[BadRecord, ...] = ()
     """What the read skipped because it could not read it (:mod:`registry.badrecords`)."""
+
+
+def read_service(raw: str | bytes) -> Service | None:
+    """A stored service record, as a reader takes it: an endpoint this version refuses
+    (say an address stored before :mod:`registry.addresses` refused its kind) is left
+    out rather than the whole record, so one bad endpoint never takes the others out of
+    the answers. None: the record itself is unreadable (the next report replaces it).
+    """
+    try:
+        return Service.model_validate_json(raw)
+    except ValidationError as exc:
+        where = [_endpoint_index(e["loc"]) for e in exc.errors()]
+    if None in where:
+        return None  # something besides an endpoint is wrong
+    document: Any = json.loads(raw)
+    document["endpoints"] = [e for i, e in enumerate(document["endpoints"]) if i not in where]
+    try:
+        return Service.model_validate(document)
+    except ValidationError:
+        return None
+
+
+def _endpoint_index(loc: tuple[int | str, ...]) -> int | None:
+    """The index of the endpoint a validation error is in (``endpoints.<i>...``)."""
+    if len(loc) >= 2 and loc[0] == "endpoints" and isinstance(loc[1], int):
+        return loc[1]
+    return None
 
 
 def service_key(namespace: str, name: str) -> str:

@@ -109,6 +109,12 @@ class RegistrySettings(RedisOptions):
         ge=1,
         description="endpoints per service per cluster (answers still carry at most 8)",
     )
+    allow_loopback_endpoints: bool = Field(
+        default=False,
+        description="admit endpoints on loopback addresses (127.0.0.0/8, ::1): only for "
+        "dev mode and tests, whose simulated endpoints listen there; a real registry refuses "
+        "them (they would send every client to itself)",
+    )
     max_clusters: int = Field(
         default=MAX_CLUSTERS, ge=1, description="clusters the topology may list"
     )

@@ -55,6 +55,7 @@ from registry.model import (
     content_hash,
     is_label,
     is_service_key,
+    read_service,
 )
 from registry.records import ServiceRecord, compact
 
@@ -974,8 +975,13 @@ def _service(cluster: str, key: str, raw: str, bad: Bad) -> Service | None:
     try:
         service = Service.model_validate_json(raw)
     except ValidationError as exc:
+        # An endpoint this version refuses (an address stored before its kind was
+        # refused) costs that endpoint, not the service: the rest still answer.
+        kept = read_service(raw)
         bad(BadRecord(where, key, _invalid(exc)))
-        return None
+        if kept is None:
+            return None
+        service = kept
     if service.key != key:
         bad(BadRecord(where, key, f"holds {shown(service.key)}"))
         return None

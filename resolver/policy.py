@@ -270,9 +270,9 @@ def weighted_pick(entry: ServiceEntry, family: int, subnet: int) -> str | None:
     cluster leaves or a better-scoring one joins.
     """
     weights = entry.policy.weights
-    healthy = {c.cluster for c in entry.candidates if c.healthy and c.family == family}
     best, best_score = None, math.inf
-    for cluster in sorted(healthy):
+    # Asked for every query of a weighted service: clusters only, never its endpoints.
+    for cluster in entry.healthy_clusters.get(family, ()):
         weight = weights.get(cluster, 0)
         if weight <= 0:
             continue

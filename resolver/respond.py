@@ -40,7 +40,7 @@ from resolver.answers import (
 )
 from resolver.geo import Location, Locator, region_order
 from resolver.rrl import Action, RateLimiter, RrlConfig
-from resolver.snapshot import Candidate, Snapshot
+from resolver.snapshot import Snapshot
 from resolver.zone import Zone
 
 CLASS_IN = 1
@@ -140,6 +140,9 @@ class Options:
 
 Entry = Static | Located
 CacheKey = tuple[tuple[bytes, ...], int, int]
+_Pick = tuple[tuple[str, ...], bool]
+"""The addresses an SRV answer takes (at most MAX_ANSWERS), and whether they depend on
+where the client is."""
 
 
 class Responder:
@@ -177,12 +180,16 @@ class Responder:
         for the apex (whose SOA serial is the generation)."""
         self._orders: dict[str | None, tuple[str, ...]] = {}
         self._turn = itertools.count()
+        self._srv_picks: dict[str, dict[tuple[int, policy.Client], _Pick]] = {}
+        """Per owner, the addresses SRV answers take per (family, client): decided once
+        for all of the service's SRV names, which differ only in the port they give."""
 
     def swap(self, snapshot: Snapshot) -> None:
         """Answer from ``snapshot`` from now on; every pre-packed answer is dropped."""
         self.snapshot = snapshot
         self._cache = {}
         self._by_owner = {}
+        self._srv_picks = {}
 
     def invalidate(self, owners: Iterable[str]) -> None:
         """Drop the pre-packed answers of these owners (their entries were rebuilt).
@@ -193,6 +200,7 @@ class Responder:
         """
         cache, index = self._cache, self._by_owner
         for owner in owners:
+            self._srv_picks.pop(owner, None)
             for dependent in (owner, owner.partition(".")[2]) if owner else ("",):
                 for key in index.pop(dependent, ()):
                     cache.pop(key, None)
@@ -469,19 +477,15 @@ class Responder:
         if depth == 3 and owner.partition(".")[2] in self.snapshot.services:
             cluster, _, rest = owner.partition(".")
             entry = self.snapshot.services[rest]
-            if any(c.cluster == cluster for c in entry.candidates):
+            if cluster in entry.clusters:
                 owner, pinned = rest, cluster
             else:
                 target = _undash(cluster)
-                known = [c for c in entry.candidates if c.address == target]
-                if known:  # an SRV target: <address-with-dashes>.<service>.<namespace>
-                    records = [
-                        answers.a_or_aaaa(labels, c.address, entry.ttl)
-                        for c in known[:1]
-                        if _family_matches(c.address, qtype)
-                    ]
-                    if records:
-                        return Static((answers.pack(labels, qtype, qclass, answers=records),))
+                known = entry.candidate(target) if target is not None else None
+                if known is not None:  # an SRV target: <address-with-dashes>.<service>.<ns>
+                    if _family_matches(known.address, qtype):
+                        record = answers.a_or_aaaa(labels, known.address, self.ttl_of(entry))
+                        return Static((answers.pack(labels, qtype, qclass, answers=[record]),))
                     return self._negative(labels, qtype, qclass, NOERROR)
         if owner in self.snapshot.services:
             family = {answers.TYPE_A: 4, answers.TYPE_AAAA: 6, answers.TYPE_ANY: 4}.get(qtype)
@@ -511,47 +515,61 @@ class Responder:
         if service is None:
             return None
         name, protocol = relative[0][1:].decode("latin-1"), protocols[relative[1]]
-        if not any(
-            (p.name, p.protocol) == (name, protocol) for c in service.candidates for p in c.ports
-        ):
+        if (name, protocol) not in service.srv_names:
             return self._negative(labels, qtype, qclass, NXDOMAIN)
         if qtype not in (TYPE_SRV, answers.TYPE_ANY):
             return self._negative(labels, qtype, qclass, NOERROR)
         return Located(owner, 4, labels, qtype, qclass, srv=(name, protocol))
 
     def _choose_srv(self, entry: Located, who: policy.Client) -> Choice:
-        """SRV records for the endpoints the policy gives, each with its own port."""
+        """SRV records for the endpoints the policy gives, each with its own port.
+
+        Bounded whatever the service holds: at most :data:`policy.MAX_ANSWERS` addresses
+        per family are looked at (each by index, its ports scanned once), and the answers
+        are at most two rotations of :data:`policy.MAX_ANSWERS` records.
+        """
         assert entry.srv is not None
         service = self.snapshot.services[entry.owner]
-        name, protocol = entry.srv
+        wanted = entry.srv
         records: list[tuple[int, tuple[bytes, ...]]] = []
         dependent = False
-        first: dict[str, Candidate] = {}
-        for c in service.candidates:
-            first.setdefault(c.address, c)
         for family in (4, 6):
-            decision = self.decision(replace(entry, family=family), who)
-            dependent |= decision.location_dependent
-            for address in decision.addresses[: policy.MAX_ANSWERS]:
-                port = next(
-                    (
-                        p.port
-                        for p in first[address].ports
-                        if (p.name, p.protocol) == (name, protocol)
-                    ),
-                    None,
-                )
-                if port is not None:
+            chosen, location_dependent = self._srv_pick(entry, family, who)
+            dependent |= location_dependent
+            for address in chosen:
+                candidate = service.candidate(address)
+                if candidate is None:
+                    continue  # last known good, no longer registered
+                port = next((p.port for p in candidate.ports if (p.name, p.protocol) == wanted), 0)
+                if port:
                     records.append((port, (_dash(address).encode(), *entry.labels[2:])))
         if not records:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
             return Choice(negative.variants, dependent)
-        rrs = [answers.srv(entry.labels, port, target, service.ttl) for port, target in records]
+        ttl = self.ttl_of(service)
+        rrs = [answers.srv(entry.labels, port, target, ttl) for port, target in records]
         variants = tuple(
             answers.pack(entry.labels, entry.qtype, entry.qclass, answers=list(rotation))
             for rotation in policy.rotations(rrs)
         )
         return Choice(variants, dependent)
+
+    def _srv_pick(self, entry: Located, family: int, who: policy.Client) -> _Pick:
+        picks = self._srv_picks.get(entry.owner)
+        if picks is None:
+            if len(self._srv_picks) >= MAX_CACHED_NAMES:
+                self._srv_picks = {}
+            picks = self._srv_picks[entry.owner] = {}
+        pick = picks.get((family, who))
+        if pick is None:
+            decision = self.decision(replace(entry, family=family), who)
+            pick = (decision.addresses[: policy.MAX_ANSWERS], decision.location_dependent)
+            picks[family, who] = pick
+        return pick
+
+    def ttl_of(self, service: snapshots.ServiceEntry) -> int:
+        """The TTL of a service's answers: its own, else the resolver's GLOBALDNS_TTL."""
+        return self.zone.ttl if service.ttl is None else service.ttl
 
     def _refused(self, labels: tuple[bytes, ...], qtype: int, qclass: int, ede: int) -> Static:
         packed = answers.pack(labels, qtype, qclass, rcode=REFUSED, authoritative=False, ede=ede)
@@ -653,7 +671,7 @@ class Responder:
         if not decision.addresses:
             negative = self._negative(entry.labels, entry.qtype, entry.qclass, NOERROR)
             return Choice(negative.variants, decision.location_dependent, _fallback(decision))
-        ttl = self.snapshot.services[entry.owner].ttl
+        ttl = self.ttl_of(self.snapshot.services[entry.owner])
         addresses = decision.addresses
 
         def pack(k: int) -> Packed:
@@ -731,7 +749,7 @@ class Responder:
             rcode="NOERROR",
             answer=list(decision.addresses[: policy.MAX_ANSWERS]),
             rotated_among=list(decision.addresses),
-            ttl=service.ttl,
+            ttl=self.ttl_of(service),
             candidates=[
                 {
                     "address": c.address,
@@ -798,8 +816,33 @@ class Responder:
                 lines.append(f"weighted_pick={report['weighted_pick']}")
         else:
             lines.append(report["reason"])
-        record = answers.txt(query.labels, [line[:255] for line in lines])
+        record = answers.txt(query.labels, _bounded_lines(lines, EXPLAIN_TXT_BYTES))
         return answers.pack(query.labels, query.qtype, query.qclass, answers=[record])
+
+
+EXPLAIN_TXT_BYTES = 16_384
+"""The most an ``_explain`` TXT record carries. A trace lists every skipped endpoint, and
+a service of many unhealthy endpoints would exceed what one record (64 KiB) can hold;
+the rest is cut with a note pointing at ``/v1/explain``. Over UDP a TXT this size is
+answered with TC=1 like any answer too large, and the client asks again over TCP."""
+
+
+def _bounded_lines(lines: Sequence[str], budget: int) -> list[str]:
+    """``lines`` as TXT strings (255 octets each) within ``budget`` octets of rdata,
+    the last one saying how many were left out."""
+    out: list[str] = []
+    used = 0
+    reserve = 64  # room for the note
+    for i, line in enumerate(lines):
+        text = line.encode()[:255].decode(errors="ignore")
+        size = len(text.encode()) + 1
+        if used + size > budget - reserve:
+            left = len(lines) - i
+            out.append(f"... {left} more lines: GET /v1/explain on the resolver has them all")
+            return out
+        out.append(text)
+        used += size
+    return out
 
 
 def _fallback(decision: policy.Decision) -> str | None:

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from registry import auth
+from registry import addresses, auth
 from registry import topology as topology_mod
 from registry.connection import ReadFrom, RedisOptions
 
@@ -55,6 +55,17 @@ class ResolverSettings(RedisOptions):
     lease_ttl_s: float = Field(
         default=6.0, gt=0, description="a cluster whose last heartbeat is older is unhealthy"
     )
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameserver_addresses(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        # Answered as A/AAAA and written to zone files: the endpoints' rules, loopback
+        # allowed (a resolver on one host, dev mode).
+        return {
+            name: tuple(addresses.check(a, loopback=True) for a in listed)
+            for name, listed in value.items()
+        }
+
     mass_expiry_fraction: float = Field(
         default=0.5,
         ge=0,

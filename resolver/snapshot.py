@@ -31,8 +31,6 @@ from registry.model import Drain, Policy, PolicyOverride, Port
 from registry.policies import DEFAULT_POLICY, effective_policy
 from registry.records import ServiceRecord
 
-DEFAULT_TTL = 5
-
 
 @dataclass(slots=True)
 class Candidate:
@@ -55,9 +53,20 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class ServiceEntry:
+    """One service as every query about it is answered.
+
+    Besides what decisions read, an entry holds what a query must look up without
+    walking every endpoint — whether a cluster reports the service, which SRV names
+    exist, which clusters have healthy endpoints, and the candidate an address names —
+    so no query costs more than a dictionary probe, however many endpoints and ports a
+    report holds. The first three are computed with the entry; the address index on
+    first use (SRV answers and their targets only).
+    """
+
     namespace: str
     name: str
-    ttl: int
+    ttl: int | None
+    """The TTL the clusters' records set (the lowest); None: the resolver's GLOBALDNS_TTL."""
     candidates: tuple[Candidate, ...]
     policy: Policy = DEFAULT_POLICY
     policy_source: str = "default"
@@ -69,10 +78,44 @@ class ServiceEntry:
     """Spilled groups with enough capacity again, since when (ms, Redis clock)."""
     last_good: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     """Per address family, the endpoints last known healthy."""
+    clusters: frozenset[str] = field(init=False, compare=False, repr=False)
+    """The clusters with endpoints of this service (its pinned names)."""
+    srv_names: frozenset[tuple[str, str]] = field(init=False, compare=False, repr=False)
+    """(port name, protocol) of every port of any endpoint: the SRV names that exist."""
+    healthy_clusters: Mapping[int, tuple[str, ...]] = field(init=False, compare=False, repr=False)
+    """Per address family, the clusters with a healthy endpoint, sorted (weighted picks)."""
+    _by_address: dict[str, Candidate] = field(
+        init=False, compare=False, repr=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        clusters: set[str] = set()
+        healthy: dict[int, set[str]] = {}
+        port_lists: dict[int, tuple[Port, ...]] = {}
+        for c in self.candidates:
+            clusters.add(c.cluster)
+            # Port tuples are shared between endpoints (registry.records): one look each.
+            port_lists[id(c.ports)] = c.ports
+            if c.healthy:
+                healthy.setdefault(c.family, set()).add(c.cluster)
+        names = {(p.name, p.protocol) for ports in port_lists.values() for p in ports}
+        object.__setattr__(self, "clusters", frozenset(clusters))
+        object.__setattr__(self, "srv_names", frozenset(names))
+        object.__setattr__(
+            self, "healthy_clusters", {f: tuple(sorted(cs)) for f, cs in healthy.items()}
+        )
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def candidate(self, address: str) -> Candidate | None:
+        """The first candidate with this address (its ports are its cluster's)."""
+        index = self._by_address
+        if not index and self.candidates:
+            for c in self.candidates:
+                index.setdefault(c.address, c)
+        return index.get(address)
 
     def spill_due_ms(self) -> int | None:
         """When a held-back group's hold runs out (the entry must be judged again)."""
@@ -182,7 +225,7 @@ def entry(
     return ServiceEntry(
         namespace=first.namespace,
         name=first.name,
-        ttl=min(ttls) if ttls else DEFAULT_TTL,
+        ttl=min(ttls) if ttls else None,
         candidates=tuple(candidates),
         policy=policy,
         policy_source=source,

@@ -112,13 +112,14 @@ def render(
             decision = responder.decide(owner, family, region)
             assert decision is not None  # the owner comes from the snapshot
             decided.append((rdtype, decision))
-        owned(owner, decided, entry.ttl)
-        for cluster in sorted({c.cluster for c in entry.candidates}):
+        ttl = responder.ttl_of(entry)
+        owned(owner, decided, ttl)
+        for cluster in sorted(entry.clusters):
             pinned = [
                 (rdtype, responder.decision(Located(owner, family, (), 0, 0, cluster), _ANY))
                 for family, rdtype in FAMILIES
             ]
-            owned(f"{cluster}.{owner}", pinned, entry.ttl)
+            owned(f"{cluster}.{owner}", pinned, ttl)
     return "\n".join(lines) + "\n"
 
 

@@ -55,7 +55,10 @@ async def _serving(
 
 @contextlib.asynccontextmanager
 async def registry(redis_url: str, **overrides: Any) -> AsyncIterator[str]:
-    """The registry API on a free port; yields its base URL."""
+    """The registry API on a free port; yields its base URL.
+
+    Loopback endpoints are admitted (the tests' simulated endpoints listen on 127.x, as
+    dev mode's do); ``allow_loopback_endpoints=False`` gives a production registry."""
     settings = RegistrySettings(
         **{
             "redis_url": redis_url,
@@ -63,6 +66,7 @@ async def registry(redis_url: str, **overrides: Any) -> AsyncIterator[str]:
             "topology": TOPOLOGY_FILE,
             "cluster_tokens": {k: SecretStr(v) for k, v in TOKENS.items()},
             "admin_token": SecretStr(ADMIN),
+            "allow_loopback_endpoints": True,
             "log_json": False,
             **overrides,
         }

@@ -35,8 +35,10 @@ from typing import Literal
 
 from agents.kubernetes.annotations import AddressMode, ServiceSettings
 from agents.kubernetes.objects import EndpointSlice, KubeService, SlicePort
+from registry import addresses
 from registry.model import (
     MAX_ENDPOINTS_PER_SERVICE,
+    MAX_PORTS,
     Conditions,
     Endpoint,
     Port,
@@ -84,12 +86,13 @@ class Merged:
 
 
 def _usable(address: str, family: int) -> str | None:
-    """The address in canonical form, or None when an endpoint cannot have it."""
+    """The address in canonical form, or None when an endpoint cannot have it
+    (:mod:`registry.addresses`; loopback is left for the registry to judge)."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = addresses.parse(address)
     except ValueError:
         return None
-    if ip.version != family or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+    if ip.version != family or addresses.problem(ip, loopback=True) is not None:
         return None
     return ip.compressed
 
@@ -146,7 +149,9 @@ def _ports(ports: Iterable[SlicePort], notes: list[str]) -> tuple[Port, ...]:
             notes.append(f"port {p.name or '(unnamed)'}/{p.protocol} skipped: not representable")
             continue
         out.append(Port(name=p.name, port=p.port, protocol=p.protocol))
-    return tuple(out)
+    if len(out) > MAX_PORTS:
+        notes.append(f"{len(out)} ports; the registry keeps {MAX_PORTS}: the first are reported")
+    return tuple(out[:MAX_PORTS])
 
 
 Verdict = Callable[[MergedEndpoint], ProbeState | None]
@@ -256,4 +261,4 @@ def _loadbalancer(
         for p in service.ports
         if p.protocol in _PROTOCOLS and (not p.name or is_label(p.name))
     )
-    return list(unique.values()), ports
+    return list(unique.values()), ports[:MAX_PORTS]

@@ -16,6 +16,7 @@ from resolver.main import build_responder
 from resolver.respond import Responder
 from resolver.settings import ResolverSettings
 from resolver.state import build
+from resolver.zonefile import render
 from tests.helpers import TOPOLOGY_FILE, topology
 
 NAME = "api.production.global.example.com"
@@ -93,6 +94,40 @@ def test_geo_answers_by_client_network(responder: Responder, client: str, prefix
     assert reply.flags & dns.flags.AA
     assert addresses(reply) == {f"{prefix}.{i}" for i in (1, 2, 3)}
     assert reply.answer[0].ttl == 5
+
+
+@pytest.mark.parametrize(("own", "expected"), [(None, 17), (7, 7)])
+def test_service_answers_take_the_resolvers_ttl_unless_the_service_sets_one(
+    own: int | None, expected: int
+) -> None:
+    """GLOBALDNS_TTL is the TTL of every answer about a service that sets none (it was
+    only the nameservers', and services got a fixed 5 s)."""
+    from registry.model import Port
+
+    r = build_responder(ResolverSettings(topology=TOPOLOGY_FILE, ttl=17), topology())
+    service = Service(
+        namespace="production",
+        name="api",
+        ports=(Port(name="http", port=80),),
+        endpoints=(Endpoint(address="10.1.0.1"), Endpoint(address="2001:db8::1")),
+        ttl=own,
+    )
+    cluster = ClusterState(
+        name="us-east-prod", region="us-east-1", last_seen_ms=NOW, services=(service,)
+    )
+    r.swap(build([cluster], generation=1, sync_ms=NOW, lease_ttl_ms=6000))
+    for name, rdtype in [
+        (NAME, "A"),
+        (NAME, "AAAA"),
+        (f"us-east-prod.{NAME}", "A"),
+        (f"_http._tcp.{NAME}", "SRV"),
+        (f"10-1-0-1.{NAME}", "A"),
+    ]:
+        [rrset] = ask(r, name, rdtype).answer
+        assert rrset.ttl == expected, (name, rdtype)
+    assert r.explain(NAME, 1, "127.0.0.1")["ttl"] == expected
+    zone = render(r.snapshot, r.zone, regions=topology().regions, region="us-east-1")
+    assert f"{NAME}.\t{expected}\tIN\tA\t10.1.0.1" in zone.splitlines()
 
 
 def test_answers_rotate_between_queries(responder: Responder) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dns.rdatatype
 import dns.zone
+import pytest
+from pydantic import ValidationError
 
 from registry.model import ClusterState, Endpoint, Service
+from resolver.settings import ResolverSettings
 from resolver.state import build
 from resolver.zone import Zone
 from resolver.zonefile import render
@@ -108,3 +111,14 @@ def test_odd_bytes_in_names_are_escaped() -> None:
     assert "a\\059b.example." in text
     # dnspython writes the same name as a\;b: both are the one byte ";" in the label
     assert records(text, origin="a\\059b.example")["ns.a\\;b.example.", "A"] == {"5 192.0.2.1"}
+
+
+def test_nameserver_addresses_follow_the_endpoints_rules() -> None:
+    """A zone index or a mapped address could be neither answered nor loaded from the
+    file; refused when the settings are read, naming the setting. Loopback is fine."""
+    for bad in ("fe80::1%eth0", "::ffff:192.0.2.1", "224.0.0.1"):
+        with pytest.raises(ValidationError, match="nameservers") as caught:
+            ResolverSettings(nameservers={"ns1.global.example.com": ("192.0.2.1", bad)})
+        assert bad in str(caught.value)
+    fine = ResolverSettings(nameservers={"ns1.global.example.com": ("127.0.0.1", "2001:DB8::1")})
+    assert fine.nameservers == {"ns1.global.example.com": ("127.0.0.1", "2001:db8::1")}
