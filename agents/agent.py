@@ -358,7 +358,10 @@ class Agent:
                 wait = self.grant_refresh_s
             except ReportError as exc:
                 self.log.warning("cannot read this cluster's grant", error=str(exc))
-                wait = min(self.grant_refresh_s, 5.0)
+                # Unreachable: soon again. Refused (a registry without grants): the
+                # registry's own 403, which carries the grant, teaches it meanwhile.
+                refused = isinstance(exc, Refused)
+                wait = self.grant_refresh_s if refused else min(self.grant_refresh_s, 5.0)
             self._grant_asked.set()
             await sleep_or_stop(stop, wait)
 
