@@ -232,7 +232,16 @@ def http_app(
     return app
 
 
-PROBLEMS = ("formerr", "notimp", "dropped", "internal_error", "truncated", "tcp_refused")
+PROBLEMS = (
+    "formerr",
+    "notimp",
+    "dropped",
+    "internal_error",
+    "truncated",
+    "tcp_refused",
+    "tcp_evicted",
+    "tcp_write_timeout",
+)
 
 
 async def report_problems(responder: Responder, stop: asyncio.Event, every: float = 10.0) -> None:
@@ -309,13 +318,7 @@ async def serve(
 
     udp_sock, tcp_sock = sockets.pair(settings.dns_host, settings.dns_port)
     udp = UdpServer(udp_sock, responder)
-    tcp = TcpServer(
-        responder,
-        idle_timeout=settings.tcp_idle_timeout_s,
-        read_timeout=settings.tcp_read_timeout_s,
-        max_connections=settings.tcp_max_connections,
-        max_per_source=settings.tcp_max_per_source,
-    )
+    tcp = TcpServer.configured(responder, settings)
     await tcp.start(tcp_sock)
     sync = asyncio.create_task(
         supervise(follower.run, stop, on_failure=sync_failed), name="resolver-sync"

@@ -24,6 +24,8 @@ EVENTS = (
     "notauth",
     "internal_error",
     "tcp_refused",
+    "tcp_evicted",
+    "tcp_write_timeout",
     "udp_recv_error",
     "udp_send_error",
 )

@@ -91,8 +91,22 @@ class ResolverSettings(RedisOptions):
     tcp_read_timeout_s: float = Field(
         default=2.0, gt=0, description="close a TCP connection that stalls inside a message"
     )
-    tcp_max_connections: int = Field(default=1024, ge=1, description="TCP connections in total")
-    tcp_max_per_source: int = Field(default=32, ge=1, description="TCP connections per address")
+    tcp_write_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="close a TCP connection whose client has not taken an answer this long "
+        "(it does not read: the socket's buffers are full); also how long a shutdown "
+        "waits for connections to send what they have",
+    )
+    tcp_max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="TCP connections in total; when full, a new client takes a connection "
+        "from the source holding the most (if it holds two more than the newcomer)",
+    )
+    tcp_max_per_source: int = Field(
+        default=32, ge=1, description="TCP connections per source: an IPv4 address, an IPv6 /64"
+    )
     nsid: str | None = Field(
         default=None,
         description="returned to queries that ask for NSID (RFC 5001); default: none",

@@ -71,13 +71,7 @@ def running_server(**settings: object) -> Iterator[Running]:
         nonlocal stop
         stop = asyncio.Event()
         udp = UdpServer(udp_sock, responder)
-        tcp = TcpServer(
-            responder,
-            idle_timeout=config.tcp_idle_timeout_s,
-            read_timeout=config.tcp_read_timeout_s,
-            max_connections=config.tcp_max_connections,
-            max_per_source=config.tcp_max_per_source,
-        )
+        tcp = TcpServer.configured(responder, config)
         await tcp.start(tcp_sock)
         holder["tcp"] = tcp
         ready.set()

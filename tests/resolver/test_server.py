@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import Any
 
@@ -10,6 +11,7 @@ import aiohttp
 import dns.edns
 import dns.flags
 import dns.rcode
+import pytest
 
 from globaldns.redis_server import RedisProcess
 from tests.helpers import (
@@ -207,3 +209,93 @@ async def test_garbage_over_udp_does_not_stop_the_server(redis_url: str) -> None
                 sock.sendto(junk, ("127.0.0.1", bound.dns_port))
         reply = await aquery(bound.dns_port, "global.example.com", "SOA")
         assert reply.rcode() == dns.rcode.NOERROR
+
+
+LONG = 600.0  # a timeout not under test
+
+
+async def _status(http_port: int) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"http://127.0.0.1:{http_port}/v1/status") as response,
+    ):
+        return dict(await response.json())
+
+
+async def _connect(port: int, source: str, *, rcvbuf: int | None = None) -> Any:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def test_a_tcp_client_that_never_reads_is_disconnected(redis_url: str) -> None:
+    import dns.message
+
+    settings: dict[str, Any] = {
+        "tcp_write_timeout_s": 0.2,
+        "tcp_idle_timeout_s": LONG,
+        "tcp_read_timeout_s": LONG,
+    }
+    async with resolver(redis_url, **settings) as bound:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", bound.dns_port))
+            query = dns.message.make_query(ZONE, "SOA").to_wire()
+            # Queries pipelined, answers never read: once the kernel's buffers (a few MB
+            # on loopback) and the server's are full, a write waits, and times out.
+            sending = asyncio.create_task(
+                loop.sock_sendall(sock, (len(query).to_bytes(2, "big") + query) * 100_000)
+            )
+
+            async def timed_out() -> bool:
+                return bool((await _status(bound.http_port))["stats"].get("tcp_write_timeout"))
+
+            await eventually(timed_out)
+            with contextlib.suppress(ConnectionError):  # the unread answers were dropped
+                while await loop.sock_recv(sock, 1 << 16):
+                    pass
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sending
+        # Others are still answered over TCP.
+        assert (await aquery(bound.dns_port, ZONE, "SOA", tcp=True)).rcode() == dns.rcode.NOERROR
+
+
+async def test_sources_filling_the_tcp_cap_make_room_for_another(redis_url: str) -> None:
+    settings: dict[str, Any] = {
+        "tcp_max_connections": 8,
+        "tcp_max_per_source": 4,
+        "tcp_idle_timeout_s": LONG,
+        "tcp_read_timeout_s": LONG,
+        "tcp_write_timeout_s": LONG,
+    }
+    async with resolver(redis_url, **settings) as bound:
+        held = [
+            await _connect(bound.dns_port, source)
+            for source in ("127.0.5.1", "127.0.5.2")
+            for _ in range(4)
+        ]
+
+        async def all_held() -> bool:
+            return (await _status(bound.http_port))["stats"].get("tcp_refused", 0) == 0 and all(
+                not r.at_eof() for r, _ in held
+            )
+
+        assert await all_held()
+        # The cap is full of the two sources' idle connections; a third source is served.
+        for _ in range(3):
+            reply = await aquery(bound.dns_port, ZONE, "SOA", tcp=True, source="127.0.6.1")
+            assert reply.rcode() == dns.rcode.NOERROR
+        stats = (await _status(bound.http_port))["stats"]
+        assert stats["tcp_evicted"] >= 1
+        # A flooding source at its own cap is refused rather than served at others' cost.
+        with pytest.raises((EOFError, ConnectionError)):
+            await aquery(bound.dns_port, ZONE, "SOA", tcp=True, source="127.0.5.1")
+        for _, writer in held:
+            writer.close()
