@@ -18,13 +18,12 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from registry import auth, drains, grants, keys, statuspage, views
+from registry import auth, bodies, drains, grants, keys, rejections, statuspage, views
 from registry.badrecords import BadRecord
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
@@ -38,6 +37,7 @@ from registry.model import (
     content_hash,
     is_label,
 )
+from registry.rejections import REJECTIONS, Rejections, route_name
 from registry.settings import RegistrySettings
 from registry.store import Decided, Store
 from registry.topology import Topology, describe
@@ -134,27 +134,13 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
-    route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
     try:
         response = await handler(request)
     except StoreError as exc:
         log.warning("redis unavailable", path=request.path, error=str(exc))
         metrics.store_errors.inc()
         response = error(503, "registry store unavailable, retry", detail=str(exc))
-    except RequestPayloadError as exc:  # a body that does not decode (bad gzip, cut short)
-        log.info("unreadable request body", path=request.path, error=str(exc).strip())
-        response = error(400, f"body: cannot be read: {str(exc).strip()}")
-    except web.HTTPException as exc:
-        if exc.status >= 400 and exc.content_type != "application/json":
-            response = error(exc.status, exc.reason)
-        elif exc.status >= 400:
-            response = web.Response(
-                status=exc.status, text=exc.text, content_type="application/json"
-            )
-        else:
-            raise
-    metrics.requests.labels(name, str(response.status)).inc()
+    metrics.requests.labels(route_name(request), str(response.status)).inc()
     return response
 
 
@@ -198,14 +184,17 @@ def require_reader(request: web.Request) -> None:
         raise _unauthorized("the read (or admin) bearer token is required")
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: web.Request, what: str) -> dict[str, Any]:
+    """The body as a JSON object (empty: ``{}``), read and parsed within the bounds of
+    :mod:`registry.bodies`."""
+    settings = request.app[SETTINGS]
     try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"body is not JSON: {exc}"}),
-            content_type="application/json",
-        ) from None
+        raw = await bodies.read(
+            request, limit=settings.max_body_bytes, timeout=settings.http_body_timeout_s
+        )
+    except LimitExceeded as exc:
+        raise bodies.too_large(exc) from None
+    return bodies.parse_object(raw, what=what)
 
 
 def _invalid(exc: ValidationError) -> web.Response:
@@ -224,18 +213,6 @@ _THREAD_PARSE_BYTES = 256 << 10
 """Reports larger than this are parsed off the event loop (heartbeats must not wait)."""
 
 
-async def _report_bytes(request: web.Request, limit: int) -> bytes:
-    """The body, decompressed (aiohttp undoes ``Content-Encoding: gzip``), up to ``limit``."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceeded("report bytes", size, limit)
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 def _parse_report(raw: bytes, admission: Admission) -> tuple[Report, dict[str, str]]:
     # Strict: "80" is not a port, 1.0 not a seq, "true" not a condition.
     report = Report.model_validate_json(raw, strict=True, context=admission)
@@ -251,7 +228,12 @@ async def post_report(request: web.Request) -> web.Response:
     started = time.perf_counter()
     settings, metrics = request.app[SETTINGS], request.app[METRICS]
     try:
-        raw = await _report_bytes(request, settings.max_report_bytes)
+        raw = await bodies.read(
+            request,
+            limit=settings.max_report_bytes,
+            timeout=settings.http_body_timeout_s,
+            what="report bytes",
+        )
     except LimitExceeded as exc:
         metrics.refused.labels("limit").inc()
         return _over_limit(exc)
@@ -265,7 +247,7 @@ async def post_report(request: web.Request) -> web.Response:
         metrics.refused.labels("invalid").inc()
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
-            return error(400, f"body is not JSON: {first['msg']}")
+            raise bodies.unparsable(first["msg"]) from None
         return _invalid(exc)
     if report.cluster is not None and report.cluster != cluster:
         return error(403, f"this token reports for {cluster}, not for {report.cluster}")
@@ -358,7 +340,7 @@ async def get_grants(request: web.Request) -> web.Response:
 async def post_heartbeat(request: web.Request) -> web.Response:
     cluster = cluster_of(request)
     try:
-        beat = Heartbeat.model_validate(await _json_body(request), strict=True)
+        beat = Heartbeat.model_validate(await _json_body(request, "a heartbeat"), strict=True)
     except ValidationError as exc:
         return _invalid(exc)
     if await request.app[STORE].heartbeat(cluster, beat.seq):
@@ -452,9 +434,9 @@ class DrainRequest(Drain):
 
 async def _drain(request: web.Request, clusters: list[str], label: str) -> web.Response:
     require_admin(request)
-    body = await _json_body(request) if request.can_read_body else {}
+    body = await _json_body(request, "a drain")
     try:
-        asked = DrainRequest.model_validate({**(body or {}), "at_ms": 0}, strict=True)
+        asked = DrainRequest.model_validate({**body, "at_ms": 0}, strict=True)
     except ValidationError as exc:
         return _invalid(exc)
     store = request.app[STORE]
@@ -536,11 +518,11 @@ async def put_policy(request: web.Request) -> web.Response:
     require_admin(request)
     key = f"{request.match_info['namespace']}/{request.match_info['name']}"
     try:
-        override = PolicyOverride.model_validate({**(await _json_body(request)), "at_ms": 0})
-    except (ValidationError, TypeError) as exc:
-        if isinstance(exc, ValidationError):
-            return _invalid(exc)
-        return error(400, "body must be an object with 'policy'")
+        override = PolicyOverride.model_validate(
+            {**(await _json_body(request, "a policy override")), "at_ms": 0}
+        )
+    except ValidationError as exc:
+        return _invalid(exc)
     unknown = _unknown_names(override, request.app[TOPOLOGY])
     if unknown:
         return error(400, unknown[1], field=unknown[0])
@@ -612,7 +594,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[errors_middleware, rejections.middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
     app[TOPOLOGY] = topology
     app[GRANTS] = topology.grants()
@@ -620,6 +605,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[STORE] = store
     app[METRICS] = Metrics()
     app[METRICS].registry.register(BadRecords(store))
+    app[REJECTIONS] = Rejections(app[METRICS].registry)
     app[JOURNAL] = Journal(settings.state_dir)
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:

@@ -115,6 +115,12 @@ class RegistrySettings(RedisOptions):
         "dev mode and tests, whose simulated endpoints listen there; a real registry refuses "
         "them (they would send every client to itself)",
     )
+    http_body_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a request's body must arrive this long after its head: 408 and the "
+        "connection closed. Agents give a call 5 s in all (GLOBALDNS_REGISTRY_TIMEOUT_S)",
+    )
     max_clusters: int = Field(
         default=MAX_CLUSTERS, ge=1, description="clusters the topology may list"
     )
