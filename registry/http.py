@@ -1,7 +1,13 @@
-"""Running an aiohttp application on a socket, as every component's HTTP side does."""
+"""Running an aiohttp application on a socket, as every component's HTTP side does.
+
+Every connection goes through a :class:`~registry.httpguard.Guard` (idle, header and write
+timeouts, and a cap that evicts the idle first), so no HTTP side of globaldns can be held
+by clients that connect and do nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,24 +15,48 @@ from pathlib import Path
 
 from aiohttp import web
 
+from registry.httpguard import Guard
+
+LINGER_S = 2.0
+"""After answering a request without reading all of its body (a 401 before a report, a
+413), read and drop the rest this long so the client sees the answer, then close."""
+
 
 @asynccontextmanager
 async def running(
-    app: web.Application, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    tls: ssl.SSLContext | None = None,
+    guard: Guard | None = None,
 ) -> AsyncIterator[int]:
     """Serve ``app`` (over TLS with ``tls``) until the block exits; yields the bound port
     (useful with port 0)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    guard = guard or Guard()
+    app.middlewares.insert(0, guard.middleware)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=guard.limits.idle_timeout_s,
+        lingering_time=LINGER_S,
+    )
     await runner.setup()
+    server: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname()[1] if sockets else port
-        yield int(bound)
+        assert runner.server is not None
+        server = await asyncio.get_running_loop().create_server(
+            guard.protocol_factory(runner.server), host, port, reuse_address=True, ssl=tls
+        )
+        yield int(server.sockets[0].getsockname()[1])
     finally:
+        if server is not None:
+            server.close()
         await runner.cleanup()
+        guard.abort_all()
+        if server is not None:
+            await server.wait_closed()
 
 
 def server_tls(cert: Path, key: Path) -> ssl.SSLContext:

@@ -11,9 +11,10 @@ import structlog
 from registry import auth, connection
 from registry import store as store_mod
 from registry import topology as topology_mod
-from registry.api import build_app
+from registry.api import METRICS, build_app
 from registry.errors import ConfigError
 from registry.http import running, server_tls
+from registry.httpguard import Guard, GuardCollector
 from registry.logs import skipped
 from registry.settings import RegistrySettings
 from registry.topology import Topology
@@ -96,7 +97,9 @@ async def serve(
                 tls = server_tls(settings.tls_cert_file, settings.tls_key_file)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"GLOBALDNS_TLS_CERT_FILE / _KEY_FILE: {exc}") from exc
-        async with running(app, settings.host, settings.port, tls=tls) as port:
+        guard = Guard(settings.connection_limits())
+        app[METRICS].registry.register(GuardCollector(guard, "globaldns_registry"))
+        async with running(app, settings.host, settings.port, tls=tls, guard=guard) as port:
             log.info(
                 "registry API listening",
                 scheme="https" if tls else "http",

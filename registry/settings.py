@@ -11,6 +11,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from registry import auth
 from registry import topology as topology_mod
 from registry.connection import RedisOptions
+from registry.httpguard import ConnectionLimits
 from registry.model import MAX_CLUSTERS, MAX_ENDPOINTS_PER_SERVICE, MAX_SERVICES_PER_CLUSTER
 
 
@@ -115,11 +116,39 @@ class RegistrySettings(RedisOptions):
         "dev mode and tests, whose simulated endpoints listen there; a real registry refuses "
         "them (they would send every client to itself)",
     )
+    http_idle_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="close a connection with no request under way this long after it "
+        "opened or answered (keep-alive). Above the agents' heartbeat interval (2 s), so "
+        "their connections are reused, and above aiohttp's client keep-alive (15 s), so "
+        "the client closes first and never sends on a connection being closed",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a request's head (request line and headers) must arrive this long "
+        "after its first byte, or the connection is closed (slowloris)",
+    )
     http_body_timeout_s: float = Field(
         default=15.0,
         gt=0,
         description="a request's body must arrive this long after its head: 408 and the "
         "connection closed. Agents give a call 5 s in all (GLOBALDNS_REGISTRY_TIMEOUT_S)",
+    )
+    http_write_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a response the client does not read for this long (the socket's "
+        "buffer stays full) is abandoned and the connection aborted",
+    )
+    http_max_connections: int = Field(
+        default=512,
+        ge=1,
+        description="HTTP connections held at once; keep it below the process's file "
+        "limit (ulimit -n). Over it, a new connection closes the one longest without a "
+        "request (never one with a request under way), and is refused with 503 only when "
+        "all are busy",
     )
     max_clusters: int = Field(
         default=MAX_CLUSTERS, ge=1, description="clusters the topology may list"
@@ -141,3 +170,11 @@ class RegistrySettings(RedisOptions):
         "reader serves them all, so each costs a socket and its share of the bytes",
     )
     log_json: bool = Field(default=True, description="JSON logs (false: console lines)")
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            idle_timeout_s=self.http_idle_timeout_s,
+            header_timeout_s=self.http_header_timeout_s,
+            write_timeout_s=self.http_write_timeout_s,
+            max_connections=self.http_max_connections,
+        )
