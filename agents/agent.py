@@ -37,6 +37,7 @@ from agents.reporter import (
     Resync,
     Stale,
     StoreUnavailable,
+    Throttled,
 )
 from agents.source import Check, Source, Target, VerdictKey
 from agents.static import StaticFeed, StaticSource
@@ -98,6 +99,7 @@ class Agent:
         self.unchanged = 0
         """Deltas not sent: the services named had not changed after all."""
         self.resyncs = 0
+        self.throttled = 0
         """Doubts that made the next report a whole state (409 resync, error, lost lease)."""
         self.heartbeats = 0
         self.log = log.bind(cluster=cluster)
@@ -267,6 +269,10 @@ class Agent:
         except Stale as exc:
             self.log.info("registry holds a newer seq; jumping past it", stored=exc.stored_seq)
             return schedule.Stale(seq, exc.stored_seq)
+        except Throttled as exc:
+            self.log.warning("registry throttles our reports", retry_after_s=exc.retry_after_s)
+            self.throttled += 1
+            return schedule.Throttled(exc.retry_after_s)
         except ReportError as exc:
             if changes is not None:
                 self._in_doubt = (seq, changes)

@@ -4,6 +4,8 @@ Errors are sorted into what the agent does about them::
 
     ReportError
     ├── Unavailable   network, timeouts, 5xx: the outcome is unknown; back off, send whole
+    ├── Throttled     429: over the cluster's report rate; nothing was written: send the
+    │                 same changes after ``retry_after_s`` (heartbeats go on meanwhile)
     ├── Refused       401/403/400/413: our configuration or code is wrong; keep trying
     │                 slowly and say so loudly
     ├── Resync        409 with "resync": the registry does not hold the delta's base_seq
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -41,6 +44,14 @@ class Unavailable(ReportError):
 class StoreUnavailable(Unavailable):
     """503: the registry answered, but its Redis did not (a restart, a Sentinel failover).
     The registry fails fast, and writes resume within seconds: retry soon."""
+
+
+class Throttled(ReportError):
+    """429: the registry refused the report before reading it; retry after a while."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Refused(ReportError):
@@ -111,6 +122,8 @@ class RegistryClient:
                     payload = await response.json(content_type=None)
                 except ValueError:
                     payload = {"error": await response.text()}
+                if response.status == 429 and isinstance(payload, dict):
+                    payload.setdefault("retry_after_s", _seconds(response.headers))
                 return response.status, payload
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"{path}: {exc.__class__.__name__}: {exc}") from exc
@@ -119,6 +132,10 @@ class RegistryClient:
         message = payload.get("error", "") if isinstance(payload, dict) else str(payload)
         if status == 503:
             raise StoreUnavailable(f"registry answered {status}: {message}")
+        if status == 429:
+            wait = payload.get("retry_after_s") if isinstance(payload, dict) else None
+            seconds = float(wait) if isinstance(wait, int | float) else 1.0
+            raise Throttled(f"registry answered {status}: {message}", seconds)
         if status >= 500:
             raise Unavailable(f"registry answered {status}: {message}")
         grant = _grant(payload.get("grant")) if isinstance(payload, dict) else None
@@ -168,3 +185,10 @@ class RegistryClient:
             return False
         self._raise_for(status, payload)
         raise AssertionError("unreachable")
+
+
+def _seconds(headers: Mapping[str, str]) -> float:
+    """``Retry-After`` in seconds (the HTTP-date form is not used by the registry): 1 if
+    absent or unreadable."""
+    value = headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else 1.0

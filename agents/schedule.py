@@ -26,6 +26,11 @@ fake clock (``tests/agents/test_schedule.py``)::
   flight wait for the next one.
 * **Heartbeats** renew the lease ``heartbeat_interval_s`` after the last successful call;
   a report renews it too.
+* **Throttled** (429: the cluster is over its report rate at the registry): nothing was
+  written, so nothing is in doubt. What the refused report carried goes back to the
+  pending changes, reports wait until the time the registry named (``Retry-After``,
+  at most ``backoff_refused_max_s``), and heartbeats go on meanwhile so the lease does
+  not run out while the reports wait.
 * **Back-off** after an error: exponential from ``backoff_first_s``, jittered by ``rng``
   to spread a fleet of agents, capped at ``backoff_max_s`` (``backoff_refused_max_s`` when
   the registry refused us: our configuration is wrong and hammering will not fix it;
@@ -136,6 +141,13 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Throttled:
+    """429 on a report: nothing was written; send again after ``retry_after_s``."""
+
+    retry_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Renewed:
     """200 on a heartbeat."""
 
@@ -162,6 +174,7 @@ Event = (
     | Resync
     | Stale
     | Failed
+    | Throttled
     | Renewed
     | Lost
 )
@@ -229,6 +242,8 @@ class State:
     backoff_s: float = 0.0
     """The current back-off step; 0 after a success."""
     retry_at: float = -math.inf
+    reports_at: float = -math.inf
+    """Reports (not heartbeats) wait until then: the registry throttled us (429)."""
     holding: bool = False
     """Heartbeats and probe deltas only: see :class:`Holding`."""
     probed: frozenset[str] = frozenset()
@@ -355,6 +370,8 @@ def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random
                 )
             doubted = _doubt(state, now, seq=seq)
             return replace(doubted, backoff_s=step, retry_at=retry_at)
+        case Throttled(retry_after_s=wait):
+            return _throttled(state, now, min(max(wait, 0.0), timing.backoff_refused_max_s))
         case Renewed():
             if _asks_doubt(state):
                 # The failed delta landed: the registry holds its seq.
@@ -375,6 +392,32 @@ def apply(state: State, event: Event, *, now: float, timing: Timing, rng: random
     raise AssertionError(f"unknown event {event!r}")
 
 
+def _throttled(state: State, now: float, wait: float) -> State:
+    """The refused report's changes are pending again, on the same base (nothing landed)."""
+    call = state.in_flight
+    waiting = replace(state, in_flight=None, reports_at=now + wait)
+    if isinstance(call, SendHeartbeat | None):
+        return replace(waiting, retry_at=now + wait)
+    since = state.since if state.since is not None else now
+    observed_ms = _earliest(state.observed_ms, call.observed_ms)
+    if isinstance(call, SendWhole):
+        return replace(waiting, since=since, observed_ms=observed_ms)
+    if state.holding:
+        return replace(
+            waiting,
+            probed=state.probed | (call.keys or frozenset()),
+            since=since,
+            observed_ms=observed_ms,
+        )
+    return replace(
+        waiting,
+        pending=state.pending | (call.keys or frozenset()),
+        pending_all=state.pending_all or call.keys is None,
+        since=since,
+        observed_ms=observed_ms,
+    )
+
+
 def _asks_doubt(state: State) -> bool:
     """The call in flight is the heartbeat asking whether a failed delta landed."""
     call = state.in_flight
@@ -390,13 +433,14 @@ def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
         return state, Wait(now + timing.heartbeat_interval_s)
     if now < state.retry_at:
         return state, Wait(state.retry_at)
+    throttled = now < state.reports_at
     if state.holding:
         if state.need_full or state.acked_seq is None:
             return state, Wait(math.inf)  # only a fresh picture may be sent: wait for it
         if state.doubt_seq is not None:
             beat = SendHeartbeat(seq=state.doubt_seq)
             return replace(state, in_flight=beat), beat
-        if state.probed:
+        if state.probed and not throttled:
             due = max(
                 (state.since if state.since is not None else now) + timing.coalesce_s,
                 state.sent_at + timing.min_report_interval_s,
@@ -412,7 +456,11 @@ def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
             return replace(state, probed=frozenset(), in_flight=probe_delta, sent_at=now), (
                 probe_delta
             )
-        return _heartbeat(state, now=now, timing=timing)
+        return _heartbeat(state, now=now, timing=timing, wake=state.reports_at)
+    if state.has_pending and throttled:
+        if state.acked_seq is None:
+            return state, Wait(state.reports_at)  # no lease of ours to renew yet
+        return _heartbeat(state, now=now, timing=timing, wake=state.reports_at)
     if state.has_pending:
         since = state.since if state.since is not None else now
         due = max(since + timing.coalesce_s, state.sent_at + timing.min_report_interval_s)
@@ -441,10 +489,13 @@ def decide(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
     return _heartbeat(state, now=now, timing=timing)
 
 
-def _heartbeat(state: State, *, now: float, timing: Timing) -> tuple[State, Action]:
+def _heartbeat(
+    state: State, *, now: float, timing: Timing, wake: float = math.inf
+) -> tuple[State, Action]:
+    """Renew the lease when it is due; else wait for that (or ``wake``, if sooner)."""
     due = state.renewed_at + timing.heartbeat_interval_s
     if now < due:
-        return state, Wait(due)
+        return state, Wait(due if wake <= now else min(due, wake))
     assert state.acked_seq is not None  # in sync: a whole state was acknowledged
     beat = SendHeartbeat(seq=state.acked_seq)
     return replace(state, in_flight=beat), beat

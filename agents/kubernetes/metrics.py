@@ -72,6 +72,12 @@ class AgentCollector(Collector):
             value=self.agent.resyncs,
         )
         yield CounterMetricFamily(
+            "globaldns_agent_reports_throttled",
+            "reports the registry refused with 429 (over the cluster's report rate), sent "
+            "again after its Retry-After",
+            value=self.agent.throttled,
+        )
+        yield CounterMetricFamily(
             "globaldns_agent_heartbeats", "registry lease renewals", value=self.agent.heartbeats
         )
         yield CounterMetricFamily(

@@ -6,6 +6,7 @@ the schedule asks for. ``Run`` keeps the clock, the state and the last action.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -24,6 +25,7 @@ from agents.schedule import (
     SendHeartbeat,
     SendWhole,
     Stale,
+    Throttled,
     Tick,
     Unchanged,
     Wait,
@@ -431,3 +433,49 @@ def test_a_probe_delta_refused_while_holding_ends_the_heartbeats() -> None:
     assert run.feed(Resync(11)) == Wait(math.inf)
     run.feed(schedule.Holding(False))
     assert isinstance(run.until_call(), SendWhole)
+
+
+def test_a_throttled_delta_is_sent_again_on_its_base_after_the_wait_heartbeats_go_on() -> None:
+    run = Run()
+    run.synced(seq=10)
+    run.change("ns/a", at=run.now + 1.9, observed_ms=42)
+    assert isinstance(run.until_call(), SendDelta)
+    refused = run.now
+    # 429: nothing was written, nothing is in doubt: no whole state, no back-off.
+    run.feed(Throttled(retry_after_s=5.0))
+    assert not run.state.need_full and run.state.acked_seq == 10
+    assert run.state.pending == frozenset({"ns/a"}) and run.state.backoff_s == 0
+    # The lease falls due while the reports wait: it is renewed every interval.
+    run.change("ns/b", observed_ms=99)
+    beats: list[float] = []
+    while isinstance(call := run.until_call(), SendHeartbeat):
+        beats.append(run.now)
+        run.feed(Renewed())
+    assert len(beats) == 3 and beats[-1] < refused + 5.0
+    assert [b - a for a, b in itertools.pairwise(beats)] == pytest.approx([2.0, 2.0])
+    assert run.now == pytest.approx(refused + 5.0)
+    assert call == SendDelta(
+        min_seq=11, base_seq=10, keys=frozenset({"ns/a", "ns/b"}), observed_ms=42
+    )
+
+
+def test_a_throttled_whole_state_stays_whole_and_waits() -> None:
+    run = Run()
+    run.feed(Active(True))
+    call = run.until_call()
+    assert isinstance(call, SendWhole)
+    refused = run.now
+    run.feed(Throttled(retry_after_s=0.5))
+    # Nothing acknowledged yet: no lease of ours to renew, only the wait.
+    assert run.action == Wait(refused + 0.5)
+    assert isinstance(run.until_call(), SendWhole) and run.now == pytest.approx(refused + 0.5)
+
+
+def test_a_registry_asking_for_an_hour_is_retried_within_the_refused_back_off() -> None:
+    run = Run()
+    run.synced()
+    run.change("ns/a", at=run.now + 1.0)
+    run.until_call()
+    refused = run.now
+    run.feed(Throttled(retry_after_s=3600.0))
+    assert run.state.reports_at == pytest.approx(refused + TIMING.backoff_refused_max_s)
