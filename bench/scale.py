@@ -239,6 +239,9 @@ def start_backend(procs: Processes, scenario: Scenario, args: argparse.Namespace
         "GLOBALDNS_MAX_SERVICES_PER_CLUSTER": str(max(10_000, scenario.services)),
         "GLOBALDNS_MAX_ENDPOINTS_PER_SERVICE": str(max(1000, scenario.endpoints)),
         "GLOBALDNS_MAX_CLUSTERS": str(max(100, scenario.clusters)),
+        # The throughput phase posts deltas back to back per cluster: it measures the
+        # registry's capacity, which the per-cluster report rate limit would hide.
+        "GLOBALDNS_REPORT_RATE": "0",
         "GLOBALDNS_LOG_JSON": "true",
     }
     ports: list[int] = []

@@ -23,10 +23,11 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from registry import auth, bodies, drains, grants, keys, rejections, statuspage, views
+from registry import auth, bodies, drains, grants, keys, rejections, statuspage, throttle, views
 from registry.badrecords import BadRecord
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
+from registry.limits import Buckets
 from registry.model import (
     Admission,
     Drain,
@@ -86,7 +87,7 @@ class Metrics:
         )
         self.refused = Counter(
             "globaldns_registry_reports_refused",
-            "reports refused, by why (invalid, stale, resync, limit, not granted)",
+            "reports refused, by why (invalid, stale, resync, limit, not granted, rate)",
             ["why"],
             registry=self.registry,
         )
@@ -228,6 +229,11 @@ async def post_report(request: web.Request) -> web.Response:
     started = time.perf_counter()
     settings, metrics = request.app[SETTINGS], request.app[METRICS]
     try:
+        throttle.admit(request, cluster)
+    except rejections.Rejection:
+        metrics.refused.labels("rate").inc()
+        raise
+    try:
         raw = await bodies.read(
             request,
             limit=settings.max_report_bytes,
@@ -237,6 +243,7 @@ async def post_report(request: web.Request) -> web.Response:
     except LimitExceeded as exc:
         metrics.refused.labels("limit").inc()
         return _over_limit(exc)
+    throttle.charge(request, cluster, len(raw))
     admission = Admission(loopback=settings.allow_loopback_endpoints)
     try:
         if len(raw) > _THREAD_PARSE_BYTES:
@@ -606,6 +613,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[METRICS] = Metrics()
     app[METRICS].registry.register(BadRecords(store))
     app[REJECTIONS] = Rejections(app[METRICS].registry)
+    app[throttle.REPORTS] = Buckets(settings.report_limit())
     app[JOURNAL] = Journal(settings.state_dir)
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from registry import auth
 from registry import topology as topology_mod
 from registry.connection import RedisOptions
 from registry.httpguard import ConnectionLimits
+from registry.limits import Rate
 from registry.model import MAX_CLUSTERS, MAX_ENDPOINTS_PER_SERVICE, MAX_SERVICES_PER_CLUSTER
 
 
@@ -150,6 +151,23 @@ class RegistrySettings(RedisOptions):
         "request (never one with a request under way), and is refused with 503 only when "
         "all are busy",
     )
+    report_rate: float = Field(
+        default=20.0,
+        ge=0,
+        description="reports one cluster may send a second, sustained (token bucket; "
+        "heartbeats are never limited). Over it: 429 with Retry-After. An agent sends at "
+        "most one report per 50 ms. 0: no limit",
+    )
+    report_burst: float = Field(
+        default=40.0, ge=1, description="reports one cluster may send at once, above the rate"
+    )
+    report_bytes_per_token: int = Field(
+        default=256 << 10,
+        ge=1024,
+        description="a report costs one token, plus one per this many bytes of body (after "
+        "gzip): a 10 MB whole state is admitted, and the cluster's next reports wait about "
+        "two seconds (at the default rate) while it is paid for",
+    )
     max_clusters: int = Field(
         default=MAX_CLUSTERS, ge=1, description="clusters the topology may list"
     )
@@ -177,4 +195,11 @@ class RegistrySettings(RedisOptions):
             header_timeout_s=self.http_header_timeout_s,
             write_timeout_s=self.http_write_timeout_s,
             max_connections=self.http_max_connections,
+        )
+
+    def report_limit(self) -> Rate:
+        return Rate(
+            per_s=self.report_rate,
+            burst=self.report_burst,
+            bytes_per_token=self.report_bytes_per_token,
         )

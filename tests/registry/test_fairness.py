@@ -1,6 +1,9 @@
-"""The registry API stays available to agents (issue #10, bug 6), on real sockets:
-connections that are idle or send half a request are closed, and while a hundred of them
-are open the agents' calls are still served (the idle make room).
+"""The registry API stays available to agents (issue #10, bugs 6 and 7), on real sockets:
+
+* connections that are idle or send half a request are closed, and while a hundred of
+  them are open the agents' calls are still served (the idle make room);
+* a cluster flooding reports is throttled (429 with ``Retry-After`` and a JSON error
+  naming the limit), and another cluster's heartbeats are all answered meanwhile.
 
 Only outcomes are asserted, never how fast: speed is measured in ``bench/abuse.py``.
 """
@@ -12,8 +15,9 @@ import contextlib
 from typing import Any
 
 import aiohttp
+import pytest
 
-from agents.reporter import RegistryClient
+from agents.reporter import RegistryClient, Throttled
 from registry.model import Report
 from tests.helpers import HANG_GUARD_S, TOKENS, registry
 
@@ -33,6 +37,14 @@ def whole(seq: int, services: int = 1) -> dict[str, Any]:
             for i in range(services)
         ],
     }
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, token: str, body: dict[str, Any]
+) -> tuple[int, dict[str, str], Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.post(url, json=body, headers=headers) as response:
+        return response.status, dict(response.headers), await response.json()
 
 
 async def eu_lease_fresh(session: aiohttp.ClientSession, api: str) -> bool:
@@ -103,3 +115,53 @@ async def test_heartbeats_are_served_while_a_hundred_idle_connections_are_open(
         assert 'globaldns_registry_http_connections_closed_total{why="refused"} 0.0' in metrics
         for _, writer in held:
             writer.close()
+
+
+POSTERS = 8
+
+
+async def test_a_cluster_flooding_reports_does_not_starve_another_clusters_heartbeats(
+    redis_url: str,
+) -> None:
+    limit = {"report_rate": 5.0, "report_burst": 5.0}
+    async with registry(redis_url, **limit) as api, aiohttp.ClientSession() as session:
+        status, _, _ = await post(session, f"{api}/v1/reports", EU, whole(1))
+        assert status == 200
+        flooding = asyncio.Event()
+        statuses: list[int] = []
+        throttled: list[tuple[dict[str, str], Any]] = []
+
+        async def flood(poster: int) -> None:
+            for i in range(25):
+                seq = 1000 * (i + 1) + poster
+                status, headers, body = await post(
+                    session, f"{api}/v1/reports", US, whole(seq, services=200)
+                )
+                statuses.append(status)
+                if status == 429:
+                    throttled.append((headers, body))
+                flooding.set()
+
+        floods = [asyncio.create_task(flood(p)) for p in range(POSTERS)]
+        await flooding.wait()
+        beats: list[int] = []
+        while not all(f.done() for f in floods):
+            status, _, _ = await post(session, f"{api}/v1/heartbeats", EU, {"seq": 1})
+            beats.append(status)
+        await asyncio.gather(*floods)
+        # Every heartbeat of the other cluster was answered, during the flood, and its
+        # lease is fresh; the flooding cluster was told to come back later.
+        assert beats and set(beats) == {200}
+        assert await eu_lease_fresh(session, api)
+        assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 409, 429}
+        headers, body = throttled[0]
+        assert int(headers["Retry-After"]) >= 1
+        assert body["reason"] == "rate_limited" and body["limit"] == "reports per second"
+        assert body["retry_after_s"] > 0 and "GLOBALDNS_REPORT_RATE" in body["error"]
+        # The agent's client sorts a 429 as "retry later", not as a refusal.
+        with pytest.raises(Throttled) as raised:
+            for seq in range(10**6, 10**6 + 20):
+                await RegistryClient(session, api, US).report(
+                    Report.model_validate(whole(seq, services=200))
+                )
+        assert raised.value.retry_after_s > 0
