@@ -374,6 +374,9 @@ class Agent:
     async def _heartbeat(self, seq: int) -> schedule.Event:
         try:
             held = await self.client.heartbeat(seq)
+        except Throttled as exc:  # the registry never limits heartbeats; a proxy might
+            self.throttled += 1
+            return schedule.Throttled(exc.retry_after_s)
         except ReportError as exc:
             return self._failed(exc, seq=0)
         if not held:

@@ -479,3 +479,14 @@ def test_a_registry_asking_for_an_hour_is_retried_within_the_refused_back_off() 
     refused = run.now
     run.feed(Throttled(retry_after_s=3600.0))
     assert run.state.reports_at == pytest.approx(refused + TIMING.backoff_refused_max_s)
+
+
+def test_a_throttled_heartbeat_waits_and_keeps_the_state() -> None:
+    run = Run()
+    run.synced(seq=10)
+    assert run.until_call() == SendHeartbeat(seq=10)
+    refused = run.now
+    run.feed(Throttled(retry_after_s=1.5))
+    assert not run.state.need_full and run.state.acked_seq == 10
+    assert run.action == Wait(refused + 1.5)
+    assert run.until_call() == SendHeartbeat(seq=10)
