@@ -8,7 +8,7 @@ is wrong, never into an exception the server answers 500 for:
   closed). A client that goes away mid-body, or a gzip body that does not decompress,
   is a 400 too.
 * **Size.** At most ``limit`` bytes after decompression (413, naming the limit; the
-  connection is closed rather than the rest read).
+  connection is closed after the answer).
 * **Depth.** The standard library's parser recurses, so a body of 100,000 ``[`` was a
   ``RecursionError``: bodies nested deeper than :data:`MAX_DEPTH` are refused before
   parsing, by a scan that never recurses. Reports go through pydantic's own parser
@@ -36,11 +36,13 @@ from registry.model import MAX_INT64
 from registry.rejections import Rejection
 
 MAX_DEPTH = 32
-"""Deepest nesting of a JSON body (a policy override, the deepest request, has 4)."""
+"""Deepest nesting of a JSON body (a policy override, the deepest body parsed here, has 3)."""
 
 INT64_MIN = -(1 << 63)
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
+"""A JSON string; an unterminated one runs to the end (with the closing quote required,
+each of n unterminated quotes would scan to the end again: n squared)."""
 _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 _NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
 
@@ -86,17 +88,18 @@ def _no_constant(name: str) -> Any:
     raise _BadNumber(f"{name} is not JSON")
 
 
-def _surrogate_free(value: Any, depth: int = 0) -> None:
-    """A lone ``\\ud800`` escape parses to a string nothing can encode: refuse it here."""
+def _surrogate_free(value: Any) -> None:
+    """A lone ``\\ud800`` escape parses to a string nothing can encode: refuse it here
+    (the depth is already bounded, so this recursion is too)."""
     if isinstance(value, str):
         value.encode()
     elif isinstance(value, dict):
         for key, item in value.items():
             key.encode()
-            _surrogate_free(item, depth + 1)
+            _surrogate_free(item)
     elif isinstance(value, list):
         for item in value:
-            _surrogate_free(item, depth + 1)
+            _surrogate_free(item)
 
 
 def parse(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:

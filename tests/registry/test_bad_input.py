@@ -183,6 +183,16 @@ CASES = [
         "surrogate",
     ),
     (
+        "a string never closed, of escaped quotes (a quadratic scan would hang here)",
+        "POST",
+        "/v1/clusters/us-east-prod/drain",
+        bearer(ADMIN.encode()),
+        b'{"reason": "' + b'\\"' * 300_000,
+        400,
+        "json",
+        "not JSON",
+    ),
+    (
         "drain body not UTF-8",
         "POST",
         "/v1/clusters/us-east-prod/drain",
