@@ -148,10 +148,15 @@ class Rejections:
             route=route,
             status=response.status,
             reason=reason,
-            error=message[:300],
+            error=_one_line(message[:300]),
             remote=request.remote,
             **extra,
         )
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a field name from the request may hold a newline) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 REJECTIONS: web.AppKey[Rejections] = web.AppKey("rejections", Rejections)

@@ -236,3 +236,20 @@ async def test_bad_input_is_a_4xx_naming_it_counted_and_logged_once(
         assert refused[0]["route"] == route and refused[0]["status"] == status
         assert not any("exc_info" in e or "exception" in e for e in logs)
         assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_a_refusal_naming_a_field_of_the_request_is_still_one_line(redis_url: str) -> None:
+    async with registry(redis_url) as api:
+        port = int(api.rsplit(":", 1)[1])
+        with structlog.testing.capture_logs() as logs:
+            status, _, answer = await raw(
+                port,
+                "POST",
+                "/v1/clusters/us-east-prod/drain",
+                bearer(ADMIN.encode()),
+                b'{"reason": "x", "by\\nforged line": 1}',
+            )
+        assert status == 400, answer
+        assert [p["field"] for p in answer["problems"]] == ["by\nforged line"]
+        (refused,) = [e for e in logs if e["event"] == "request refused"]
+        assert "\n" not in refused["error"] and "by\\nforged line" in refused["error"]
