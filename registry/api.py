@@ -27,7 +27,6 @@ from registry import auth, bodies, drains, grants, keys, rejections, statuspage,
 from registry.badrecords import BadRecord
 from registry.errors import LimitExceeded, NeedResync, StaleReport, StoreError
 from registry.journal import Journal
-from registry.limits import Buckets
 from registry.model import (
     Admission,
     Drain,
@@ -87,7 +86,7 @@ class Metrics:
         )
         self.refused = Counter(
             "globaldns_registry_reports_refused",
-            "reports refused, by why (invalid, stale, resync, limit, not granted, rate)",
+            "reports refused, by why (invalid, stale, resync, limit, not granted)",
             ["why"],
             registry=self.registry,
         )
@@ -229,11 +228,6 @@ async def post_report(request: web.Request) -> web.Response:
     started = time.perf_counter()
     settings, metrics = request.app[SETTINGS], request.app[METRICS]
     try:
-        throttle.admit(request, cluster)
-    except rejections.Rejection:
-        metrics.refused.labels("rate").inc()
-        raise
-    try:
         raw = await bodies.read(
             request,
             limit=settings.max_report_bytes,
@@ -243,7 +237,6 @@ async def post_report(request: web.Request) -> web.Response:
     except LimitExceeded as exc:
         metrics.refused.labels("limit").inc()
         return _over_limit(exc)
-    throttle.charge(request, cluster, len(raw))
     admission = Admission(loopback=settings.allow_loopback_endpoints)
     try:
         if len(raw) > _THREAD_PARSE_BYTES:
@@ -613,7 +606,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
     app[METRICS] = Metrics()
     app[METRICS].registry.register(BadRecords(store))
     app[REJECTIONS] = Rejections(app[METRICS].registry)
-    app[throttle.REPORTS] = Buckets(settings.report_limit())
+    app[throttle.REPORTS] = throttle.ReportLimits(settings.report_limit())
     app[JOURNAL] = Journal(settings.state_dir)
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:
@@ -631,7 +624,7 @@ def build_app(settings: RegistrySettings, topology: Topology, store: Store) -> w
 
     app.cleanup_ctx.append(http_client)
     app.cleanup_ctx.append(upkeep)
-    app.router.add_post("/v1/reports", post_report)
+    app.router.add_post("/v1/reports", throttle.limited(post_report, cluster_of))
     app.router.add_post("/v1/heartbeats", post_heartbeat)
     app.router.add_get("/v1/grants", get_grants)
     app.router.add_get("/v1/clusters", get_clusters)

@@ -1,10 +1,12 @@
-"""The report rate limit's token buckets, on a fake clock (no sockets, no sleeps)."""
+"""The report limits (token buckets, one report in flight), on a fake clock (no sockets)."""
 
 from __future__ import annotations
 
 import pytest
 
 from registry.limits import Buckets, Rate, Verdict
+from registry.rejections import Rejection
+from registry.throttle import ReportLimits
 
 RATE = Rate(per_s=10.0, burst=5.0, bytes_per_token=1000)
 
@@ -64,3 +66,22 @@ def test_a_clock_going_backwards_earns_nothing() -> None:
     while buckets.take("us", 10.0).allowed:
         pass
     assert not buckets.take("us", 5.0).allowed
+
+
+def test_one_report_in_flight_per_cluster_then_the_bucket() -> None:
+    now = [0.0]
+    limits = ReportLimits(Rate(per_s=1.0, burst=2.0, bytes_per_token=1000), clock=lambda: now[0])
+    limits.admit("us")
+    limits.admit("eu")  # another cluster is not held back
+    with pytest.raises(Rejection) as second:
+        limits.admit("us")
+    assert second.value.status == 429
+    assert second.value.extra["limit"] == "one report in flight per cluster"
+    limits.done("us", size=3_500)  # 3 tokens more: the bucket is in debt
+    with pytest.raises(Rejection) as broke:
+        limits.admit("us")
+    assert broke.value.extra["limit"] == "reports per second"
+    assert broke.value.headers["Retry-After"] == "3"  # 2 - 1 - 3 = -2 tokens: 3 s to one
+    assert broke.value.extra["retry_after_s"] == pytest.approx(3.0)
+    now[0] = 3.0
+    limits.admit("us")
