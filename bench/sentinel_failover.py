@@ -86,7 +86,7 @@ async def main(args: argparse.Namespace) -> int:
     results = []
     try:
         async with (
-            registry(topology.url("registry")) as api,
+            registry(topology.url("registry"), report_rate=0) as api,  # writes back to back
             resolver(topology.url("resolver"), rrl_rate=0) as bound,
             aiohttp.ClientSession() as session,
             ReportWriter(session, api, TOKENS["us-east-prod"]).running() as writer,

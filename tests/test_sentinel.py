@@ -29,6 +29,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 US = TOKENS["us-east-prod"]
 NAME = "api.production.global.example.com"
+UNLIMITED = {"report_rate": 0}
+"""ReportWriter sends whole states back to back (to find the write gap to the
+millisecond), faster than an agent may: the report rate limit is not under test here."""
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ async def test_writes_resume_after_the_primary_dies_and_dns_never_fails(
     topology: SentinelTopology,
 ) -> None:
     async with (
-        registry(topology.url("registry")) as api,
+        registry(topology.url("registry"), **UNLIMITED) as api,
         resolver(topology.url("resolver"), rrl_rate=0) as bound,
         aiohttp.ClientSession() as session,
         ReportWriter(session, api, US).running() as writer,
@@ -84,7 +87,7 @@ async def test_an_old_primary_back_empty_refuses_writes(topology: SentinelTopolo
     reports (200) that were then discarded. With the shipped min-replicas-to-write it
     refuses them (NOREPLICAS, then READONLY once Sentinel demotes it): 503, never 200."""
     async with (
-        registry(topology.url("registry")) as api,
+        registry(topology.url("registry"), **UNLIMITED) as api,
         aiohttp.ClientSession() as session,
         ReportWriter(session, api, US).running() as writer,
     ):
@@ -101,7 +104,7 @@ async def test_an_old_primary_back_empty_refuses_writes(topology: SentinelTopolo
         # A client still pointed at the old address, as the registry with a plain URL was.
         password = topology.passwords["registry"]
         stale_url = f"redis://globaldns-registry:{password}@127.0.0.1:{old}/0"
-        async with registry(stale_url) as stale_api:
+        async with registry(stale_url, **UNLIMITED) as stale_api:
             for seq in range(1, 6):
                 async with session.post(
                     f"{stale_api}/v1/reports",
@@ -125,7 +128,7 @@ async def test_a_resolver_on_a_replica_survives_the_replica_dying(
     topology: SentinelTopology,
 ) -> None:
     async with (
-        registry(topology.url("registry")) as api,
+        registry(topology.url("registry"), **UNLIMITED) as api,
         resolver(topology.url("resolver"), redis_read_from="replica", rrl_rate=0) as bound,
         aiohttp.ClientSession() as session,
     ):
