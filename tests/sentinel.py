@@ -123,8 +123,25 @@ class SentinelTopology:
         config = process.dir / "sentinel.conf"
         config.write_text(text)
         process.config = config
-        process.args = ("--sentinel",)
+        # Its own log, kept for the diagnosis a timeout prints (see :meth:`views`).
+        process.args = ("--sentinel", "--logfile", str(process.dir / "sentinel.log"))
         return process
+
+    def views(self) -> str:
+        """What each Sentinel says and its log's last lines: a hang guard's message."""
+        out = []
+        for i, sentinel in enumerate(self.sentinels):
+            try:
+                named = self._ask_sentinel(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            except (redis.RedisError, OSError) as exc:
+                named = repr(exc)
+            log = sentinel.dir / "sentinel.log"
+            tail = log.read_text(errors="replace").splitlines()[-12:] if log.exists() else []
+            out.append(
+                f"sentinel {i} (port {sentinel.port}, alive={sentinel.alive()}) names {named}; "
+                "log:\n  " + "\n  ".join(tail)
+            )
+        return "\n".join(out)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -193,7 +210,10 @@ class SentinelTopology:
                 named.add(int(port))
             return named.pop() if len(named) == 1 else None
 
-        return wait_for(agreed, "the Sentinels agree on a primary")
+        try:
+            return wait_for(agreed, "the Sentinels agree on a primary")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.views()}") from None
 
     def role(self, port: int) -> str:
         with self.admin(port) as client:
